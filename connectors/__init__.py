@@ -1,0 +1,21 @@
+"""One module per source format or API; each exposes ``load(config, period) -> LoadResult``."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+MODULES: dict[str, str] = {
+    "aws_cur2": "connectors.aws_cur2",
+    "focus_file": "connectors.focus_file",
+    "openai_costs": "connectors.openai_costs",
+    "otel_genai": "connectors.otel_genai",
+}
+
+
+def connector(source_type: str) -> ModuleType:
+    """The connector module for a ``type`` of cogs.yaml (imported on first use)."""
+    try:
+        return import_module(MODULES[source_type])
+    except KeyError:
+        raise ValueError(f"unknown source type {source_type!r}; known: {', '.join(sorted(MODULES))}") from None

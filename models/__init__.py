@@ -1,0 +1,1 @@
+"""Canonical schemas, configuration and pure domain logic (no I/O)."""

@@ -1,0 +1,1 @@
+"""Dagster wiring, the `cogs` CLI, reports and the demo."""

@@ -1,0 +1,133 @@
+"""The warehouse resource: any SQLAlchemy URL, DuckDB file by default.
+
+Writes replace a whole partition in one transaction (readers never see half of one) and go through
+each engine's bulk path: Arrow for DuckDB, ``COPY ... FROM STDIN`` for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import sqlalchemy as sa
+
+import sql
+from models.config import DEFAULT_WAREHOUSE_URL
+
+_PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+
+@cache
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("duckdb:///") and not url.startswith("duckdb:///:memory:"):
+        Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url, poolclass=sa.pool.NullPool if url.startswith("duckdb") else sa.pool.QueuePool)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Tables and views from ``sql/``; partition replace; polars frames in and out."""
+
+    url: str = DEFAULT_WAREHOUSE_URL
+
+    @property
+    def engine(self) -> sa.Engine:
+        return _engine(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def ensure_schema(self) -> None:
+        """Create the tables (``sql/ddl``) and (re)create the analyst views (``sql/views``)."""
+        with self.transaction() as conn:
+            for name in sql.files("ddl") + sql.files("views"):
+                for statement in sql.statements(sql.read(name)):
+                    conn.exec_driver_sql(statement)
+
+    def execute(self, statement: str, conn: sa.Connection | None = None, **params: Any) -> None:
+        if conn is None:
+            with self.transaction() as own:
+                own.execute(sa.text(statement), params)
+        else:
+            conn.execute(sa.text(statement), params)
+
+    def read(self, query: str, **params: Any) -> pl.DataFrame:
+        """Run a query (``:name`` parameters) and return a polars frame with the engine's types."""
+        with self.engine.connect() as conn:
+            return self._read(conn, query, params)
+
+    def _read(self, conn: sa.Connection, query: str, params: Mapping[str, Any]) -> pl.DataFrame:
+        if self.dialect == "duckdb":
+            raw = conn.connection.driver_connection
+            table = raw.sql(_PARAM.sub(r"$\1", query), params=dict(params)).to_arrow_table()  # type: ignore[union-attr]
+            frame = pl.from_arrow(table)
+        else:
+            result = conn.execute(sa.text(query), dict(params))
+            frame = pl.DataFrame(
+                [tuple(r) for r in result], schema=list(result.keys()), orient="row", infer_schema_length=None
+            )
+        assert isinstance(frame, pl.DataFrame)
+        return frame.with_columns(
+            pl.col(c).dt.convert_time_zone("UTC")
+            for c, t in frame.schema.items()
+            if isinstance(t, pl.Datetime) and t.time_zone
+        )
+
+    def replace(
+        self, table: str, where: Mapping[str, str], frame: pl.DataFrame, conn: sa.Connection | None = None
+    ) -> int:
+        """Delete the partition ``where`` and insert ``frame`` in one transaction; returns rows written."""
+        if conn is None:
+            with self.transaction() as own:
+                return self.replace(table, where, frame, own)
+        condition = " AND ".join(f"{_quote(k)} = :{k}" for k in where) or "TRUE"
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE {condition}"), dict(where))
+        if frame.height:
+            self._bulk_insert(conn, table, frame)
+        return frame.height
+
+    def _bulk_insert(self, conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
+        columns = ", ".join(_quote(c) for c in frame.columns)
+        raw = conn.connection.driver_connection
+        if self.dialect == "duckdb":
+            raw.register("_cogs_load", frame.to_arrow())  # type: ignore[union-attr]
+            try:
+                conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _cogs_load")
+            finally:
+                raw.unregister("_cogs_load")  # type: ignore[union-attr]
+        elif self.dialect == "postgresql":
+            buffer = io.BytesIO()
+            frame.write_csv(buffer, include_header=False, null_value=r"\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f%z")
+            with raw.cursor() as cur:  # type: ignore[union-attr]
+                copy_sql = f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+                with cur.copy(copy_sql) as copy:
+                    copy.write(buffer.getvalue())
+        else:  # any other SQLAlchemy dialect: a portable executemany
+            target = sa.table(table, *(sa.column(c) for c in frame.columns))
+            conn.execute(sa.insert(target), frame.to_dicts())
+
+    def run_sql_file(self, name: str, conn: sa.Connection | None = None, **params: Any) -> None:
+        """Run every statement of ``sql/<name>`` with ``:name`` parameters, in one transaction."""
+        if conn is None:
+            with self.transaction() as own:
+                return self.run_sql_file(name, own, **params)
+        for statement in sql.statements(sql.read(name)):
+            used = {k: v for k, v in params.items() if f":{k}" in statement}
+            conn.execute(sa.text(statement), used)
+        return None
