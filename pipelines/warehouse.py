@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,10 @@ def _engine(url: str) -> sa.Engine:
     if url.startswith("duckdb:///") and not url.startswith("duckdb:///:memory:"):
         Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
     return sa.create_engine(url, poolclass=sa.pool.NullPool if url.startswith("duckdb") else sa.pool.QueuePool)
+
+
+class WarehouseError(RuntimeError):
+    """A write was refused by the database; the transaction was rolled back and nothing changed."""
 
 
 def _quote(name: str) -> str:
@@ -99,7 +103,13 @@ class Warehouse(dg.ConfigurableResource):
         condition = " AND ".join(f"{_quote(k)} = :{k}" for k in where) or "TRUE"
         conn.execute(sa.text(f"DELETE FROM {table} WHERE {condition}"), dict(where))
         if frame.height:
-            self._bulk_insert(conn, table, frame)
+            try:
+                self._bulk_insert(conn, table, frame)
+            except Exception as exc:  # the driver's own error type differs per engine
+                reason = str(exc).strip().splitlines()[0]
+                raise WarehouseError(
+                    f"loading {frame.height} rows into {table} failed, nothing changed: {reason}"
+                ) from exc
         return frame.height
 
     def _bulk_insert(self, conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
@@ -110,7 +120,8 @@ class Warehouse(dg.ConfigurableResource):
             try:
                 conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _cogs_load")
             finally:
-                raw.unregister("_cogs_load")  # type: ignore[union-attr]
+                with suppress(Exception):  # after a failed INSERT DuckDB refuses anything but ROLLBACK
+                    raw.unregister("_cogs_load")  # type: ignore[union-attr]
         elif self.dialect == "postgresql":
             buffer = io.BytesIO()
             frame.write_csv(buffer, include_header=False, null_value=r"\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f%z")
