@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from models.config import AllocationConfig, Pool
-from models.focus import MONEY
+from models.focus import FOCUS_COSTS_SCHEMA, MONEY
 from models.money import from_units, split_units, to_units
 
 IDLE = "idle"
@@ -27,10 +27,21 @@ UNALLOCATED = "unallocated"
 GPU_SECOND_UNITS = 1_000_000  # GPU-seconds are weighed in microseconds so weights stay integers
 
 CHARGE_COLUMNS = (
-    "x_charge_id", "x_source", "x_billing_period", "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory",
-    "CommitmentDiscountStatus", "EffectiveCost", "BilledCost", "ResourceId", "SubAccountId", "ServiceName",
-    "ProviderName", "Tags",
-)  # fmt: skip
+    "x_charge_id",
+    "x_source",
+    "x_billing_period",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "CommitmentDiscountStatus",
+    "EffectiveCost",
+    "BilledCost",
+    "ResourceId",
+    "SubAccountId",
+    "ServiceName",
+    "ProviderName",
+    "Tags",
+)
 
 ALLOCATION_SCHEMA: dict[str, pl.DataType] = {
     "x_charge_id": pl.String(),
@@ -169,7 +180,7 @@ def _pool_weights(pool: Pool, charges: pl.DataFrame, usage: pl.DataFrame) -> pl.
 
 def allocate(charges: pl.DataFrame, usage: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
     """Split every charge row; returns rows in ``ALLOCATION_SCHEMA`` (order-independent, exact)."""
-    classified = classify(charges.select(CHARGE_COLUMNS), config)
+    classified = classify(charges.select(pl.col(c).cast(FOCUS_COSTS_SCHEMA[c]) for c in CHARGE_COLUMNS), config)
     pools = {p.name: p for p in config.pools}
 
     simple = classified.filter(pl.col("pool").is_null()).select(

@@ -73,11 +73,23 @@ def score_days(series: pl.DataFrame, config: AnomalyConfig, window: int = 14) ->
             and relative >= config.min_relative_change
         )
         out.append(
-            {"date": row["date"], "actual": actual, "expected": expected, "score": score, "impact": impact,
-             "flagged": flagged}
-        )  # fmt: skip
-    schema = {"date": pl.Date, "actual": pl.Float64, "expected": pl.Float64, "score": pl.Float64,
-              "impact": pl.Float64, "flagged": pl.Boolean}  # fmt: skip
+            {
+                "date": row["date"],
+                "actual": actual,
+                "expected": expected,
+                "score": score,
+                "impact": impact,
+                "flagged": flagged,
+            }
+        )
+    schema = {
+        "date": pl.Date,
+        "actual": pl.Float64,
+        "expected": pl.Float64,
+        "score": pl.Float64,
+        "impact": pl.Float64,
+        "flagged": pl.Boolean,
+    }
     return pl.DataFrame(out, schema=schema)
 
 
@@ -129,7 +141,11 @@ def rank_drivers(breakdown: pl.DataFrame, day: date, window_days: list[date], to
         .head(top)
     )
     return [
-        {"child": r["child"], "actual": round(r["actual"], 2), "expected": round(r["expected"], 2),
-         "delta": round(r["delta"], 2)}
+        {
+            "child": r["child"],
+            "actual": round(r["actual"], 2),
+            "expected": round(r["expected"], 2),
+            "delta": round(r["delta"], 2),
+        }
         for r in moved.iter_rows(named=True)
-    ]  # fmt: skip
+    ]

@@ -133,11 +133,26 @@ DECIMAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in FOCUS_COLUMNS if c.focu
 CHARGE_CATEGORIES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
 CHARGE_FREQUENCIES = ("One-Time", "Recurring", "Usage-Based")
 SERVICE_CATEGORIES = (
-    "AI and Machine Learning", "Analytics", "Business Applications", "Compute", "Databases",
-    "Developer Tools", "Multicloud", "Identity", "Integration", "Internet of Things",
-    "Management and Governance", "Media", "Migration", "Mobile", "Networking", "Security",
-    "Storage", "Web", "Other",
-)  # fmt: skip
+    "AI and Machine Learning",
+    "Analytics",
+    "Business Applications",
+    "Compute",
+    "Databases",
+    "Developer Tools",
+    "Multicloud",
+    "Identity",
+    "Integration",
+    "Internet of Things",
+    "Management and Governance",
+    "Media",
+    "Migration",
+    "Mobile",
+    "Networking",
+    "Security",
+    "Storage",
+    "Web",
+    "Other",
+)
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:

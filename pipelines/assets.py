@@ -247,8 +247,16 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
         path = write_report(warehouse, config, context.partition_key)
         return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path))})
 
-    return [*cost_ingest, *usage_ingest, focus_costs, inference_usage, cost_allocations, feature_costs_daily,
-            cost_anomalies, cogs_report]  # fmt: skip
+    return [
+        *cost_ingest,
+        *usage_ingest,
+        focus_costs,
+        inference_usage,
+        cost_allocations,
+        feature_costs_daily,
+        cost_anomalies,
+        cogs_report,
+    ]
 
 
 def detect_anomalies(warehouse: Warehouse, config: CogsConfig, period: str) -> pl.DataFrame:

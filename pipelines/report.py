@@ -128,8 +128,14 @@ def unit_cost_chart(daily: pl.DataFrame) -> str:
     ax = fig.subplots()
     for feature in features:
         rows = data.filter(pl.col("feature") == feature).sort("date")
-        ax.plot(rows["date"].to_list(), [float(v) for v in rows["cost_per_useful_output"]], label=feature,
-                color=colors[feature], marker="o", markersize=3)  # fmt: skip
+        ax.plot(
+            rows["date"].to_list(),
+            [float(v) for v in rows["cost_per_useful_output"]],
+            label=feature,
+            color=colors[feature],
+            marker="o",
+            markersize=3,
+        )
     ax.set_yscale("log")
     ax.set_ylabel("USD per useful output")
     ax.set_title("Cost per useful output, by day")

@@ -14,14 +14,31 @@ def usage_rows(source: str, n: int, feature: str = "chat") -> pl.DataFrame:
     hour = datetime(2026, 10, 1, tzinfo=UTC)
     return pl.DataFrame(
         [
-            {"hour": hour, "source": source, "deployment": "d", "provider": "openai", "model": "m", "feature": feature,
-             "environment": "production", "requests": i, "succeeded": i, "failed": 0, "retried": 0, "accepted": 0,
-             "useful_outputs": i, "input_tokens": 10 * i, "output_tokens": i, "cached_input_tokens": 0,
-             "gpu_seconds": Decimal("1.5"), "billing_period": "2026-10", "batch_id": "b1"}
+            {
+                "hour": hour,
+                "source": source,
+                "deployment": "d",
+                "provider": "openai",
+                "model": "m",
+                "feature": feature,
+                "environment": "production",
+                "requests": i,
+                "succeeded": i,
+                "failed": 0,
+                "retried": 0,
+                "accepted": 0,
+                "useful_outputs": i,
+                "input_tokens": 10 * i,
+                "output_tokens": i,
+                "cached_input_tokens": 0,
+                "gpu_seconds": Decimal("1.5"),
+                "billing_period": "2026-10",
+                "batch_id": "b1",
+            }
             for i in range(1, n + 1)
         ],
         schema=INFERENCE_USAGE_SCHEMA,
-    )  # fmt: skip
+    )
 
 
 def test_replace_swaps_only_the_partition(warehouse: Warehouse) -> None:
