@@ -86,6 +86,21 @@ CACHED_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 ERROR_TYPE = "error.type"
 ENVIRONMENT_DEPRECATED = "deployment.environment"
 STATUS_ERROR = 2
+SPAN_ATTRIBUTES = frozenset(
+    {
+        OPERATION,
+        PROVIDER,
+        PROVIDER_DEPRECATED,
+        REQUEST_MODEL,
+        RESPONSE_MODEL,
+        INPUT_TOKENS,
+        INPUT_TOKENS_DEPRECATED,
+        OUTPUT_TOKENS,
+        OUTPUT_TOKENS_DEPRECATED,
+        CACHED_INPUT_TOKENS,
+        ERROR_TYPE,
+    }
+)
 
 TH_PATTERN = re.compile(r"^[0-9a-f]{1,14}$")
 
@@ -130,28 +145,14 @@ class _Reader:
     seen: set[tuple[str, str]] = field(default_factory=set)
     stats: Counter[str] = field(default_factory=Counter)
     repairs: Counter[str] = field(default_factory=Counter)
+    span_keys: frozenset[str] = field(init=False)
+    resource_keys: frozenset[str] = field(init=False)
+    self_hosted: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.source
-        self.span_keys = frozenset(
-            {
-                OPERATION,
-                PROVIDER,
-                PROVIDER_DEPRECATED,
-                REQUEST_MODEL,
-                RESPONSE_MODEL,
-                INPUT_TOKENS,
-                INPUT_TOKENS_DEPRECATED,
-                OUTPUT_TOKENS,
-                OUTPUT_TOKENS_DEPRECATED,
-                CACHED_INPUT_TOKENS,
-                ERROR_TYPE,
-                s.deployment_attribute,
-                s.feature_attribute,
-                s.accepted_attribute,
-                s.retry_attribute,
-            }
-        )
+        configured = {s.deployment_attribute, s.feature_attribute, s.accepted_attribute, s.retry_attribute}
+        self.span_keys = frozenset(SPAN_ATTRIBUTES | configured)
         self.resource_keys = frozenset({s.feature_attribute, s.environment_attribute, ENVIRONMENT_DEPRECATED})
         self.self_hosted = frozenset(s.self_hosted_providers)
 
@@ -231,11 +232,13 @@ def _requests(path: Path, reader: _Reader) -> Iterator[tuple[int, Any]]:
     with opener(path, "rt", encoding="utf-8") as fh:
         text = fh.read()
     try:
-        yield 1, json.loads(text)
-        reader.stats["lines"] += 1
-        return
+        whole = json.loads(text)
     except json.JSONDecodeError:
         pass  # several objects: JSON lines, the file exporter's format
+    else:
+        reader.stats["lines"] += 1
+        yield 1, whole
+        return
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -272,7 +275,7 @@ def _span_row(reader: _Reader, span: Any, resource: dict[str, Any]) -> tuple[Any
     if not isinstance(span, dict):
         raise _BadSpan("span is not an object")
     ids = _span_ids(span)
-    if False:
+    if ids in reader.seen:
         reader.stats["duplicate_spans"] += 1
         return None
     reader.seen.add(ids)
@@ -298,6 +301,15 @@ def _request_row(
     reader: _Reader, span: dict[str, Any], attrs: dict[str, Any], resource: dict[str, Any], start_ns: int
 ) -> tuple[Any, ...]:
     s, stats = reader.source, reader.stats
+    # values that can be malformed first, so a quarantined span leaves no other trace in the stats
+    input_tokens = _first_int(reader, attrs, INPUT_TOKENS, INPUT_TOKENS_DEPRECATED)
+    output_tokens = _first_int(reader, attrs, OUTPUT_TOKENS, OUTPUT_TOKENS_DEPRECATED)
+    cached_tokens = _first_int(reader, attrs, CACHED_INPUT_TOKENS)
+    retry = attrs.get(s.retry_attribute)
+    retried = retry is not None and _truthy_count(reader, retry) > 0
+    if input_tokens is None and output_tokens is None:
+        stats["spans_missing_tokens"] += 1
+
     provider = _first_text(attrs, PROVIDER, PROVIDER_DEPRECATED)
     model = _first_text(attrs, RESPONSE_MODEL, REQUEST_MODEL)
     feature = _first_text(attrs, s.feature_attribute) or _first_text(resource, s.feature_attribute)
@@ -310,15 +322,7 @@ def _request_row(
     provider = provider or UNKNOWN
     deployment = _first_text(attrs, s.deployment_attribute) or provider
 
-    input_tokens = _first_int(reader, attrs, INPUT_TOKENS, INPUT_TOKENS_DEPRECATED)
-    output_tokens = _first_int(reader, attrs, OUTPUT_TOKENS, OUTPUT_TOKENS_DEPRECATED)
-    if input_tokens is None and output_tokens is None:
-        stats["spans_missing_tokens"] += 1
-    cached_tokens = _first_int(reader, attrs, CACHED_INPUT_TOKENS)
-
     failed = _status_code(span) == STATUS_ERROR or attrs.get(ERROR_TYPE) is not None
-    retry = attrs.get(s.retry_attribute)
-    retried = retry is not None and _truthy_count(reader, retry) > 0
     accepted = attrs.get(s.accepted_attribute) is not None and _flag(attrs[s.accepted_attribute])
     duration_ns = _self_hosted_duration(reader, span, provider, start_ns)
     weight_num, weight_den = _adjusted_count(reader, span.get("traceState"))
@@ -361,7 +365,8 @@ def _nanos(span: dict[str, Any], name: str, required: bool = False) -> int:
 
 
 def _status_code(span: dict[str, Any]) -> int:
-    code = (span.get("status") or {}).get("code", 0)
+    status = span.get("status")
+    code = status.get("code", 0) if isinstance(status, dict) else 0
     if code == "STATUS_CODE_ERROR":  # enum names are forbidden in OTLP/JSON but proto3 JSON allows them
         return STATUS_ERROR
     return code if isinstance(code, int) else 0

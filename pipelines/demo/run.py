@@ -1,0 +1,115 @@
+"""``cogs demo``: write the demo company's month of provider exports, serve its API pages, write cogs.yaml."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipelines.demo import aws_cur2, gpu_cloud, openai_costs, otel_spans
+from pipelines.demo.company import (
+    COMPANY,
+    DEPLOYMENT_AWS_LLAMA,
+    DEPLOYMENT_GPUCLOUD_QWEN,
+    FEATURES,
+    DemoMonth,
+)
+from pipelines.demo.fixture_server import FixtureServer
+
+DEMO_API_KEY_ENV = "OPENAI_ADMIN_KEY"
+DEMO_API_KEY = "sk-admin-demo-0000000000000000"  # accepted only by the local replay server
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    month: str
+    root: Path
+    aws_export: Path
+    gpu_cloud: Path
+    openai_pages: Path
+    otel: Path
+
+    def describe(self) -> list[str]:
+        def size(p: Path) -> str:
+            files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+            return f"{len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB"
+
+        return [
+            f"AWS CUR 2.0 ({size(self.aws_export)})",
+            f"GPU cloud FOCUS ({size(self.gpu_cloud)})",
+            f"OpenAI Costs API pages ({size(self.openai_pages)})",
+            f"OTel GenAI spans ({size(self.otel)})",
+        ]
+
+
+def generate(month: str, seed: int, out_dir: Path) -> DemoFiles:
+    """Write every provider's native export for the month (deterministic for a seed)."""
+    demo = DemoMonth(month, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return DemoFiles(
+        month=month,
+        root=out_dir.resolve(),
+        aws_export=aws_cur2.write(demo, out_dir, seed).resolve(),
+        gpu_cloud=gpu_cloud.write(demo, out_dir, seed).resolve(),
+        openai_pages=openai_costs.write(demo, out_dir, seed).resolve(),
+        otel=otel_spans.write(demo, out_dir, seed).resolve(),
+    )
+
+
+def demo_config(files: DemoFiles, openai_base_url: str, warehouse: str = "duckdb:///.cogs/warehouse.duckdb") -> dict:
+    """The demo's cogs.yaml: four sources, the telemetry, and the pools that share costs."""
+    return {
+        "company": COMPANY,
+        "warehouse": warehouse,
+        "start_month": files.month,
+        "sources": [
+            {"name": "aws_cur", "type": "aws_cur2", "path": str(files.aws_export)},
+            {"name": "gpu_cloud", "type": "focus_file", "path": str(files.gpu_cloud)},
+            {"name": "openai", "type": "openai_costs", "base_url": openai_base_url, "api_key_env": DEMO_API_KEY_ENV},
+        ],
+        "telemetry": [{"name": "otel", "type": "otel_genai", "path": str(files.otel)}],
+        "allocation": {
+            "feature_tag_keys": ["feature"],
+            "pools": [
+                {
+                    "name": "eks_inference_prod",
+                    "charges": {"source": "aws_cur", "tags": {"cluster": "inference-prod"}},
+                    "usage": {"deployments": [DEPLOYMENT_AWS_LLAMA]},
+                    "driver": "gpu_seconds",
+                    "gpus_per_resource": 8,
+                },
+                {
+                    "name": "gpu_cloud_h100",
+                    "charges": {"source": "gpu_cloud", "service_names": [gpu_cloud.COMPUTE_SERVICE_NAME]},
+                    "usage": {"deployments": [DEPLOYMENT_GPUCLOUD_QWEN]},
+                    "driver": "gpu_seconds",
+                    "gpus_per_resource": 8,
+                },
+                {
+                    "name": "openai_prod",
+                    "charges": {"source": "openai"},
+                    "usage": {"providers": ["openai"]},
+                    "driver": "tokens",
+                },
+            ],
+        },
+        "features": {f.name: {"description": f.description, "useful_output": f.useful_output} for f in FEATURES},
+    }
+
+
+@contextmanager
+def serve_api(files: DemoFiles) -> Iterator[Path]:
+    """Serve the recorded OpenAI pages on 127.0.0.1 and yield the demo's cogs.yaml pointing at them."""
+    with FixtureServer.from_pages(files.openai_pages, api_key=DEMO_API_KEY) as server:
+        os.environ[DEMO_API_KEY_ENV] = DEMO_API_KEY
+        path = files.root / "cogs.yaml"
+        header = (
+            "# Written by `cogs demo`. The openai source points at a local replay of the Costs API\n"
+            "# that runs only while `cogs demo` does; point base_url at https://api.openai.com for real use.\n"
+        )
+        path.write_text(header + yaml.safe_dump(demo_config(files, server.base_url), sort_keys=False))
+        yield path
