@@ -65,7 +65,7 @@ import polars as pl
 
 from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
 from models.config import OtelGenAITelemetry
-from models.usage import GPU_SECONDS, UNKNOWN_FEATURE, USAGE_KEYS, USAGE_MEASURES
+from models.usage import GPU_SECONDS, UNKNOWN_FEATURE, USAGE_KEYS, aggregate_hourly
 
 NS_PER_HOUR = 3_600 * 10**9
 MAX_THRESHOLD = 1 << 56  # 2^56: thresholds and randomness are 56-bit values
@@ -525,20 +525,7 @@ def _aggregate(rows: list[tuple[Any, ...]], source_name: str, modes: dict[str, s
             "gpu_seconds"
         ),
     )
-    return _sum_hourly(events)
-
-
-def _sum_hourly(events: pl.LazyFrame) -> pl.DataFrame:
-    """``models.usage.aggregate_hourly`` semantics (hour truncated, measures summed and typed, sorted by
-    the keys) without the partition columns, which the pipeline adds."""
-    return (
-        events.with_columns(pl.col("hour").dt.truncate("1h"))
-        .group_by(list(USAGE_KEYS))
-        .agg(pl.col(m).sum().cast(t) for m, t in USAGE_MEASURES.items())
-        .select(*USAGE_KEYS, *USAGE_MEASURES)
-        .sort(list(USAGE_KEYS))
-        .collect()
-    )
+    return aggregate_hourly(events)
 
 
 def _ns(seconds: float) -> int:

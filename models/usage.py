@@ -40,13 +40,16 @@ UNKNOWN_FEATURE = "unattributed"
 
 
 def aggregate_hourly(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Sum request-level rows (one per request, measures as counts) into the hourly usage grain."""
-    lazy = events.lazy()
+    """Sum request-level rows into the hourly grain: keys + measures, sorted by the keys.
+
+    The partition columns (``billing_period``, ``batch_id``) are added by the pipeline.
+    """
     return (
-        lazy.with_columns(pl.col("hour").dt.truncate("1h"))
-        .group_by([*USAGE_KEYS, *USAGE_META])
+        events.lazy()
+        .with_columns(pl.col("hour").dt.truncate("1h"))
+        .group_by(list(USAGE_KEYS))
         .agg(pl.col(m).sum().cast(t) for m, t in USAGE_MEASURES.items())
-        .select(INFERENCE_USAGE_SCHEMA)
+        .select(*USAGE_KEYS, *USAGE_MEASURES)
         .sort(list(USAGE_KEYS))
         .collect()
     )

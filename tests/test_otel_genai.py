@@ -252,6 +252,36 @@ def test_non_power_of_two_threshold_rounds_the_adjusted_count(tmp_path: Path) ->
     assert frame.select("requests", "input_tokens").row(0) == (3, 300_005)
 
 
+def test_malformed_token_count_quarantines_the_span(tmp_path: Path) -> None:
+    bad = _span(0, input_tokens=10)
+    bad["attributes"][-1]["value"] = {"stringValue": "lots"}
+    (tmp_path / "spans.jsonl").write_text(json.dumps(_request([bad, _span(2, output_tokens=7)])) + "\n")
+    result = load(_source(tmp_path), MARCH)
+
+    assert result.quarantine.rows() == [
+        (
+            str(tmp_path / "spans.jsonl"),
+            "1",
+            "span 0000000000000001: gen_ai.usage.input_tokens is not a non-negative integer: {'stringValue': 'lots'}",
+        )
+    ]
+    assert result.frame["requests"].to_list() == [1]
+    assert result.stats["genai_spans"] == 1 and result.stats["spans_missing_environment"] == 1
+
+
+def test_deployment_falls_back_to_provider_and_environment_to_unknown(tmp_path: Path) -> None:
+    (tmp_path / "spans.jsonl").write_text(json.dumps(_request([_span(0, provider="vllm", input_tokens=5)])) + "\n")
+    frame = load(_source(tmp_path), MARCH).frame
+
+    assert frame.select("deployment", "provider", "model", "feature", "environment").row(0) == (
+        "vllm",
+        "vllm",
+        "m",
+        "f",
+        "unknown",
+    )
+
+
 # --- property: aggregation conserves requests, tokens and GPU time ------------------------------
 
 THRESHOLDS = {"": 1, "0": 1, "8": 2, "c": 4, "fc": 64, "ff": 256}
