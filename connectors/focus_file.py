@@ -26,6 +26,7 @@ import csv
 import glob
 import gzip
 import io
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +37,15 @@ import polars as pl
 
 from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
 from models.config import FocusFileSource
-from models.focus import DECIMAL_COLUMNS, FOCUS_COLUMN_NAMES, MONEY, MONEY_SCALE, TIMESTAMP, X_COLUMNS
+from models.focus import (
+    DECIMAL_COLUMNS,
+    FOCUS_COLUMN_NAMES,
+    FOCUS_COSTS_SCHEMA,
+    MONEY,
+    MONEY_SCALE,
+    TIMESTAMP,
+    X_COLUMNS,
+)
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 DATETIME_COLUMNS = ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd")
@@ -70,6 +79,7 @@ ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
 _ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
 _MORE_THAN_SCALE = rf"\.\d{{{MONEY_SCALE}}}\d*[1-9]"  # a non-zero digit past the warehouse scale
 _RESERVED = {c.name for c in X_COLUMNS}
+EMPTY_SCHEMA = {c: FOCUS_COSTS_SCHEMA[c] for c in (*FOCUS_COLUMN_NAMES, "x_source_file", "x_source_line")}
 _CANONICAL = {name.lower(): name for name in (*FOCUS_COLUMN_NAMES, *RENAMED_COLUMNS)}
 
 
@@ -94,10 +104,8 @@ def load(source: FocusFileSource, period: BillingPeriod) -> LoadResult:
     report = _Report()
     frames = [_load_file(source.name, path, period, report) for path in files]
     frames = [f for f in frames if f.height]
-    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    quarantine = (
-        pl.concat(report.quarantine) if report.quarantine else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    )
+    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=EMPTY_SCHEMA)
+    quarantine = pl.concat(report.quarantine) if report.quarantine else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     report.stats["files"] = len(files)
     report.stats["rows"] = frame.height
     return LoadResult(
@@ -136,16 +144,15 @@ def find_files(source: FocusFileSource) -> list[Path]:
 def _load_file(source: str, path: Path, period: BillingPeriod, report: _Report) -> pl.DataFrame:
     raw = _read_strings(source, path, report)
     raw = _normalize_columns(source, path, raw, report)
-    raw = _nulls(raw, report)
     raw = _in_period(source, path, raw, period, report)
+    raw = _nulls(raw, report)
     if raw.height == 0:
         return raw
     report.total += _provider_total(raw["BilledCost"])
     typed, reasons = _typed(raw, report)
     bad = reasons.is_not_null()
     if bad.any():
-        lines = _physical_lines(path, raw[LINE].filter(bad)) if path.suffix != ".parquet" else raw[LINE].filter(bad)
-        report.quarantine_rows(str(path), lines, reasons.filter(bad))
+        report.quarantine_rows(str(path), raw[LINE].filter(bad), reasons.filter(bad))
     typed = typed.filter(~bad)
     label = "row" if path.suffix == ".parquet" else "line"
     return typed.with_columns(
@@ -165,7 +172,23 @@ def _read_strings(source: str, path: Path, report: _Report) -> pl.DataFrame:
     except (OSError, pl.exceptions.PolarsError, gzip.BadGzipFile) as exc:
         raise SourceError(source, str(path), f"cannot be read as {_kind(path)}: {exc}") from None
     frame = frame.rename({c: c.lstrip("\ufeff").strip() for c in frame.columns})
-    return frame.with_row_index(LINE, offset=2)  # line 1 is the header
+    return frame.with_columns(_line_numbers(data, frame.height, report).alias(LINE))
+
+
+def _line_numbers(data: bytes, records: int, report: _Report) -> pl.Series:
+    """The physical line each CSV record starts on (quoted fields may span lines; header is line 1)."""
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if lines == records + 1:  # no record spans lines: record n is on line n + 1
+        return pl.int_range(2, records + 2, eager=True, dtype=pl.Int64)
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
+    starts, start = [], 1
+    for _ in reader:
+        starts.append(start)
+        start = reader.line_num + 1
+    if len(starts) != records + 1:  # the two parsers disagree (blank lines?): fall back to record numbers
+        report.stats["line_numbers_are_record_numbers"] += 1
+        return pl.int_range(2, records + 2, eager=True, dtype=pl.Int64)
+    return pl.Series(starts[1:], dtype=pl.Int64)
 
 
 def _stringify(frame: pl.DataFrame, report: _Report) -> pl.DataFrame:
@@ -188,8 +211,6 @@ def _stringify(frame: pl.DataFrame, report: _Report) -> pl.DataFrame:
 
 
 def _pairs_to_json(pairs: pl.Series) -> str:
-    import json
-
     items = pairs.to_list()
     if items and isinstance(items[0], dict) and {"key", "value"} <= set(items[0]):
         return json.dumps({i["key"]: i["value"] for i in items})
@@ -231,10 +252,14 @@ def _normalize_columns(source: str, path: Path, frame: pl.DataFrame, report: _Re
 def _nulls(frame: pl.DataFrame, report: _Report) -> pl.DataFrame:
     """NULL literals and quoted empty strings → real nulls, counting each."""
     columns = [c for c in frame.columns if c != LINE and frame.schema[c] == pl.String]
-    counts = frame.select(
-        *[(pl.col(c) == "NULL").sum().alias(f"null:{c}") for c in columns],
-        *[(pl.col(c) == "").sum().alias(f"empty:{c}") for c in columns],
-    ).row(0, named=True) if columns else {}
+    counts = (
+        frame.select(
+            *[(pl.col(c) == "NULL").sum().alias(f"null:{c}") for c in columns],
+            *[(pl.col(c) == "").sum().alias(f"empty:{c}") for c in columns],
+        ).row(0, named=True)
+        if columns
+        else {}
+    )
     report.repairs["null_literal"] += sum(v for k, v in counts.items() if k.startswith("null:"))
     report.repairs["empty_string_as_null"] += sum(v for k, v in counts.items() if k.startswith("empty:"))
     return frame.with_columns(
@@ -248,11 +273,10 @@ def _in_period(source: str, path: Path, frame: pl.DataFrame, period: BillingPeri
     frame = frame.with_columns(start.alias("__bps"))
     unreadable = frame.filter(pl.col("__bps").is_null())
     if unreadable.height:
-        lines = _physical_lines(path, unreadable[LINE]) if path.suffix != ".parquet" else unreadable[LINE]
         reasons = unreadable.select(
             pl.format("BillingPeriodStart: {} is not a date/time", pl.col("BillingPeriodStart").fill_null("NULL"))
         ).to_series()
-        report.quarantine_rows(str(path), lines, reasons)
+        report.quarantine_rows(str(path), unreadable[LINE], reasons)
     kept = frame.filter((pl.col("__bps") >= period.start) & (pl.col("__bps") < period.end))
     report.stats["rows_outside_period"] += frame.height - unreadable.height - kept.height
     return kept.drop("__bps")
@@ -269,23 +293,23 @@ def _typed(frame: pl.DataFrame, report: _Report) -> tuple[pl.DataFrame, pl.Serie
         )
         exprs.append(parsed.alias(name))
         problems.append(
-            pl.when(pl.col(name).is_not_null() & parsed.is_null())
-            .then(pl.format(f"{name}: '{{}}' is not a decimal number", pl.col(name)))
+            pl.when(pl.col(name).is_not_null() & parsed.is_null()).then(
+                pl.format(f"{name}: '{{}}' is not a decimal number", pl.col(name))
+            )
         )
     for name in (c for c in DATETIME_COLUMNS if c in frame.columns):
         parsed = _parse_datetime(pl.col(name))
         report.repairs["datetime_not_iso8601_utc"] += _count(
-            frame, pl.col(name).is_not_null() & ~pl.col(name).str.contains(_ISO_UTC)
+            frame, parsed.is_not_null() & ~pl.col(name).str.contains(_ISO_UTC)
         )
         exprs.append(parsed.alias(name))
         problems.append(
-            pl.when(pl.col(name).is_not_null() & parsed.is_null())
-            .then(pl.format(f"{name}: '{{}}' is not a date/time", pl.col(name)))
+            pl.when(pl.col(name).is_not_null() & parsed.is_null()).then(
+                pl.format(f"{name}: '{{}}' is not a date/time", pl.col(name))
+            )
         )
     for name, allowed in ((c, v) for c, v in ALLOWED_VALUES.items() if c in frame.columns):
-        recased = pl.col(name).str.to_lowercase().replace_strict(
-            {v.lower(): v for v in allowed}, default=pl.col(name)
-        )
+        recased = pl.col(name).str.to_lowercase().replace_strict({v.lower(): v for v in allowed}, default=pl.col(name))
         report.repairs[f"value_casing:{name}"] += _count(frame, pl.col(name).is_not_null() & (recased != pl.col(name)))
         exprs.append(recased.alias(name))
     if not problems:
@@ -319,25 +343,9 @@ def _provider_total(billed: pl.Series) -> Decimal:
     return total
 
 
-def _physical_lines(path: Path, records: pl.Series) -> pl.Series:
-    """Physical line numbers for CSV records (quoted fields may span lines); only for quarantined rows."""
-    wanted = set(records.to_list())
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    found: dict[int, int] = {}
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        start = 1
-        for record_number, _ in enumerate(reader, start=1):
-            if record_number in wanted:
-                found[record_number] = start
-            start = reader.line_num + 1
-    return pl.Series([found.get(n, n) for n in records.to_list()], dtype=pl.Int64)
-
-
 def _count(frame: pl.DataFrame, condition: pl.Expr) -> int:
     return int(frame.select(condition.fill_null(False).sum()).item())
 
 
 def _kind(path: Path) -> str:
     return "Parquet" if path.suffix == ".parquet" else "CSV"
-

@@ -157,8 +157,7 @@ class ApiClient:
                     raise SourceError(
                         self.source,
                         where,
-                        f"request failed after {attempt + 1} attempt(s): {type(exc).__name__}: "
-                        f"{self.redact(str(exc))}",
+                        f"request failed after {attempt + 1} attempt(s): {type(exc).__name__}: {self.redact(str(exc))}",
                         "check base_url and network access, or raise timeout_seconds",
                     ) from None
                 self._wait(where, type(exc).__name__, backoff_seconds(attempt), attempt)
@@ -182,9 +181,7 @@ class ApiClient:
             body = page.body
             where = f"GET {httpx.URL(page.url).copy_with(query=None)}"
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                raise SourceError(
-                    self.source, where, "expected a JSON object with a 'data' list (a paginated listing)"
-                )
+                raise SourceError(self.source, where, "expected a JSON object with a 'data' list (a paginated listing)")
             yield page
             if not body.get("has_more"):
                 return
@@ -233,9 +230,7 @@ class ApiClient:
                 "the provider is rate limiting or failing; retry later or raise max_retries",
             )
         if 400 <= status < 500:
-            raise SourceError(
-                self.source, where, f"HTTP {status}: {self.provider} rejected the request{detail}"
-            )
+            raise SourceError(self.source, where, f"HTTP {status}: {self.provider} rejected the request{detail}")
         raise SourceError(self.source, where, f"unexpected HTTP {status} from {self.provider}{detail}")
 
     def _provider_message(self, response: httpx.Response) -> str:
@@ -258,9 +253,7 @@ class ApiClient:
         try:
             return json.loads(response.content, parse_float=Decimal)
         except (ValueError, UnicodeDecodeError) as exc:
-            position = (
-                f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            )
+            position = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise SourceError(
                 self.source,

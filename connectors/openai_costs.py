@@ -168,8 +168,10 @@ def map_pages(source: str, period: BillingPeriod, pages: list[JsonResponse]) -> 
     mapper = _Mapper(source, period)
     for number, page in enumerate(pages, start=1):
         mapper.add_page(number, page)
-    frame = pl.DataFrame(mapper.rows, schema=FRAME_SCHEMA, orient="row") if mapper.rows else pl.DataFrame(
-        schema=FRAME_SCHEMA
+    frame = (
+        pl.DataFrame(mapper.rows, schema=FRAME_SCHEMA, orient="row")
+        if mapper.rows
+        else pl.DataFrame(schema=FRAME_SCHEMA)
     )
     return LoadResult(
         frame=frame,
@@ -191,9 +193,7 @@ def provider_total(source: str, pages: Iterable[JsonResponse]) -> Decimal:
             total += value
             currencies.add(str(amount.get("currency") or "").upper())
     if len(currencies - {""}) > 1:
-        raise SourceError(
-            source, COSTS_PATH, f"amounts in more than one currency ({', '.join(sorted(currencies))})"
-        )
+        raise SourceError(source, COSTS_PATH, f"amounts in more than one currency ({', '.join(sorted(currencies))})")
     return total
 
 

@@ -56,9 +56,7 @@ class S3Reader:
     def client(self) -> Any:
         if self._client is None:
             config = Config(s3={"addressing_style": "path"}) if self.endpoint_url else None
-            self._client = boto3.client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
-            )
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
         return self._client
 
     def read_bytes(self, url: str) -> bytes:

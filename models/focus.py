@@ -14,8 +14,8 @@ import polars as pl
 FocusType = Literal["String", "Decimal", "Date/Time", "JSON"]
 FeatureLevel = Literal["M", "C", "R", "O"]
 
-MONEY_SCALE = 10
-"""Decimal places kept for every FOCUS Decimal column (CUR amounts carry up to 10)."""
+MONEY_SCALE = 12
+"""Decimal places kept for every FOCUS Decimal column (real exports carry 11: the FOCUS sample data)."""
 
 MONEY = pl.Decimal(38, MONEY_SCALE)
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -156,11 +156,12 @@ SERVICE_CATEGORIES = (
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
-    """Select the focus_costs columns in order, adding missing nullable ones as NULL and casting types.
+    """Select the focus_costs columns in order, adding absent ones as NULL and casting types.
 
-    Raises ``ValueError`` naming the columns when a required column is missing.
+    Raises ``ValueError`` naming the columns when a Mandatory, non-nullable column is missing; columns
+    that older FOCUS versions lack (BillingAccountType, ServiceSubcategory, ...) may be absent.
     """
-    missing = [c.name for c in FOCUS_COSTS_COLUMNS if c.name not in frame.columns and not c.nullable]
+    missing = [c.name for c in FOCUS_COSTS_COLUMNS if c.name not in frame.columns and c.required]
     if missing:
         raise ValueError(f"missing required FOCUS column(s): {', '.join(missing)}")
     return frame.select(

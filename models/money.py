@@ -8,11 +8,11 @@ import polars as pl
 
 from models.focus import MONEY, MONEY_SCALE
 
-UNIT = Decimal(1).scaleb(-MONEY_SCALE)  # the smallest stored amount, 1e-10
+UNIT = Decimal(1).scaleb(-MONEY_SCALE)  # the smallest stored amount, 1e-12
 
 
 def to_units(expr: pl.Expr) -> pl.Expr:
-    """Decimal(38, 10) money → exact Int128 count of 1e-10 units."""
+    """Decimal(38, 12) money → exact Int128 count of 1e-12 units."""
     return (expr.cast(MONEY) * 10**MONEY_SCALE).cast(pl.Int128)
 
 

@@ -13,7 +13,7 @@ import polars as pl
 from connectors import connector
 from connectors.base import BillingPeriod, LoadResult, SourceError
 from models.config import CogsConfig, OtelGenAITelemetry
-from models.focus import CHARGE_CATEGORIES, conform, null_violations
+from models.focus import CHARGE_CATEGORIES, MONEY, conform, null_violations
 from models.usage import INFERENCE_USAGE_SCHEMA
 from pipelines.warehouse import Warehouse
 
@@ -122,7 +122,7 @@ def ingest(warehouse: Warehouse, config: CogsConfig, name: str, period_key: str)
                 "repairs": json.dumps(result.repairs, sort_keys=True),
             }
         ],
-        schema_overrides={"source_total": pl.Decimal(38, 10), "loaded_billed_cost": pl.Decimal(38, 10)},
+        schema_overrides={"source_total": MONEY, "loaded_billed_cost": MONEY},
     )
     with warehouse.transaction() as conn:
         warehouse.replace(table, where, rows, conn)

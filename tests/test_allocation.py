@@ -166,9 +166,9 @@ def test_billed_cost_split_separately_from_effective_cost() -> None:
     )
     rows = allocate(charges(charge("c", "22.9408", billed="32.7726", tags='{"cluster":"prod"}')), u, config)
     assert rows["effective_cost"].to_list() == [
-        Decimal("7.6469333334"),
-        Decimal("7.6469333333"),
-        Decimal("7.6469333333"),
+        Decimal("7.646933333334"),
+        Decimal("7.646933333333"),
+        Decimal("7.646933333333"),
     ]
     assert rows["billed_cost"].to_list() == [Decimal("10.9242000000")] * 3
 

@@ -111,7 +111,9 @@ def test_retries_exhausted_names_url_status_and_attempts() -> None:
 @pytest.mark.parametrize("status", [401, 403])
 def test_rejected_credentials_fail_at_once_without_leaking_the_key(status: int) -> None:
     sleeps: list[float] = []
-    echo = {"error": {"message": f"Incorrect API key provided: {KEY}. Also sk-admin-****9uE.", "code": "invalid_api_key"}}
+    echo = {
+        "error": {"message": f"Incorrect API key provided: {KEY}. Also sk-admin-****9uE.", "code": "invalid_api_key"}
+    }
     handler, seen = scripted(httpx.Response(status, json=echo))
     with client(handler, sleeps) as api, pytest.raises(SourceError) as err:
         api.get_json("/v1/costs")
@@ -139,7 +141,9 @@ def test_malformed_json_names_the_url() -> None:
     with client(handler) as api, pytest.raises(SourceError) as err:
         api.get_json("/v1/costs", {"page": "abc"})
     message = str(err.value)
-    assert message.startswith("source 'prov': GET https://api.example.test/base/v1/costs: response from Prov is not valid JSON")
+    assert message.startswith(
+        "source 'prov': GET https://api.example.test/base/v1/costs: response from Prov is not valid JSON"
+    )
     assert "line 1 column 11" in message and "10 bytes" in message
 
 
@@ -155,7 +159,9 @@ def test_retry_after_forms() -> None:
 
 
 def page(data: list[int], next_page: str | None) -> httpx.Response:
-    return httpx.Response(200, content=json.dumps({"data": data, "has_more": next_page is not None, "next_page": next_page}))
+    return httpx.Response(
+        200, content=json.dumps({"data": data, "has_more": next_page is not None, "next_page": next_page})
+    )
 
 
 def test_paginate_follows_next_page_into_page_param() -> None:

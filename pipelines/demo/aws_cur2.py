@@ -377,9 +377,7 @@ def _covered(
     row.update(
         identity_line_item_id=_line_item_id(seed, "SavingsPlanCoveredUsage", P4D.usage_type, instance, hour),
         line_item_line_item_type="SavingsPlanCoveredUsage",
-        line_item_line_item_description=(
-            f"USD {_rate(P4D_ON_DEMAND)} per On Demand Linux p4d.24xlarge Instance Hour"
-        ),
+        line_item_line_item_description=(f"USD {_rate(P4D_ON_DEMAND)} per On Demand Linux p4d.24xlarge Instance Hour"),
         line_item_unblended_cost=cost,
         line_item_blended_cost=cost,
         pricing_public_on_demand_cost=cost,
@@ -494,6 +492,9 @@ def _tax_lines(month: DemoMonth, seed: int, rows: Iterable[LineItem]) -> list[Li
             product_operation="",
             product_instance_type="",
             product_instance_family="",
+            product_location="",
+            product_location_type="",
+            product_region_code="",
         )
         taxes.append(row)
     return taxes
@@ -556,7 +557,10 @@ def _manifest(
         "exportName": root.name,
         "executionId": execution,
         "exportTime": _iso(exported_at, millis=True),
-        "billingPeriod": {"start": start.strftime("%Y-%m-%dT00:00:00.000Z"), "end": end.strftime("%Y-%m-%dT00:00:00.000Z")},
+        "billingPeriod": {
+            "start": start.strftime("%Y-%m-%dT00:00:00.000Z"),
+            "end": end.strftime("%Y-%m-%dT00:00:00.000Z"),
+        },
         "bucket": EXPORT_BUCKET,
         "prefix": EXPORT_PREFIX,
         "columns": [{"name": name, "type": kind} for name, kind in columns],

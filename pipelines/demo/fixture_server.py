@@ -5,7 +5,8 @@ It answers ``GET /v1/organization/costs`` like the OpenAI API reference "Costs" 
 ``start_time``/``end_time``, ``limit`` (1–180), ``project_ids``, ``group_by`` (``group_by=x`` or the
 SDK's ``group_by[]=x``) and the ``page`` cursor, and sends an ``openai-organization`` header.
 Buckets come from pages written by :mod:`pipelines.demo.openai_costs`; when the query matches the
-recording (same month, default grouping, limit ≥ the recorded page size) the pages served are the
+recording (the month, ``group_by=project_id&group_by=line_item``, a ``limit`` of at least the
+recorded page size) the pages served are the
 recorded ones. Tests script failures with :meth:`FixtureServer.inject`: a 429 with ``Retry-After``,
 a 500, or a body that is not JSON, each used by the next request.
 
@@ -116,7 +117,10 @@ class FixtureServer:
         if self._httpd is None:
             self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
             self._httpd.daemon_threads = True
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-fixture", daemon=True)
+            # A short poll interval keeps stop() fast (shutdown waits for the next poll).
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-fixture", daemon=True
+            )
             self._thread.start()
         return self.base_url
 
@@ -265,6 +269,7 @@ def _first_organization(buckets: list[dict[str, Any]]) -> str | None:
 def _handler_for(server: FixtureServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
 
         def do_GET(self) -> None:
             self._send(server.respond("GET", self.path, self.headers.get("Authorization")))
@@ -281,4 +286,3 @@ def _handler_for(server: FixtureServer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-

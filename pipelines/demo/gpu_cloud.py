@@ -56,7 +56,9 @@ def _suffix(kind: str, index: int, length: int = 15) -> str:
 
 
 TENANT_ID = f"tenant-e00{_suffix('tenant', 0)}"
-BUCKET_ID = "storagebucket-e00" + "".join(str(b % 10) for b in hashlib.sha256(f"{COMPANY}/bucket".encode()).digest()[:19])
+BUCKET_ID = "storagebucket-e00" + "".join(
+    str(b % 10) for b in hashlib.sha256(f"{COMPANY}/bucket".encode()).digest()[:19]
+)
 
 
 def vm_resource_ids() -> list[str]:
@@ -187,4 +189,3 @@ def write(month: DemoMonth, out_dir: Path, seed: int) -> Path:
         writer.writeheader()
         writer.writerows(rows(month, seed))
     return path
-

@@ -15,6 +15,6 @@ CREATE TABLE IF NOT EXISTS cost_allocations (
     driver VARCHAR,
     driver_quantity DECIMAL(38, 6),
     driver_total DECIMAL(38, 6),
-    effective_cost DECIMAL(38, 10) NOT NULL,
-    billed_cost DECIMAL(38, 10) NOT NULL
+    effective_cost DECIMAL(38, 12) NOT NULL,
+    billed_cost DECIMAL(38, 12) NOT NULL
 );

@@ -8,8 +8,8 @@ CREATE TABLE IF NOT EXISTS ingest_batches (
     rows_loaded BIGINT NOT NULL,
     rows_quarantined BIGINT NOT NULL,
     files BIGINT NOT NULL,
-    source_total DECIMAL(38, 10),
-    loaded_billed_cost DECIMAL(38, 10),
+    source_total DECIMAL(38, 12),
+    loaded_billed_cost DECIMAL(38, 12),
     repairs JSON
 );
 

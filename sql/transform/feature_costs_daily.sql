@@ -63,7 +63,7 @@ SELECT
     direct_cost,
     shared_cost,
     billed_cost,
-    CAST(CASE WHEN requests > 0 THEN cogs * (failed + retried) / requests ELSE 0 END AS DECIMAL(38, 10)),
+    CAST(CASE WHEN requests > 0 THEN cogs * (failed + retried) / requests ELSE 0 END AS DECIMAL(38, 12)),
     requests,
     succeeded,
     failed,
@@ -72,8 +72,8 @@ SELECT
     input_tokens,
     output_tokens,
     gpu_seconds,
-    CAST(CASE WHEN useful_outputs > 0 THEN cogs / useful_outputs END AS DECIMAL(38, 10)),
-    CAST(CASE WHEN requests > 0 THEN cogs / requests END AS DECIMAL(38, 10)),
+    CAST(CASE WHEN useful_outputs > 0 THEN cogs / useful_outputs END AS DECIMAL(38, 12)),
+    CAST(CASE WHEN requests > 0 THEN cogs / requests END AS DECIMAL(38, 12)),
     CAST(CASE WHEN input_tokens + output_tokens > 0 THEN cogs * 1000 / (input_tokens + output_tokens) END
-         AS DECIMAL(38, 10))
+         AS DECIMAL(38, 12))
 FROM joined;

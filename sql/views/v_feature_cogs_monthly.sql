@@ -9,8 +9,8 @@ SELECT
     SUM(waste_cost) AS waste_cost,
     SUM(requests) AS requests,
     SUM(useful_outputs) AS useful_outputs,
-    CAST(CASE WHEN SUM(useful_outputs) > 0 THEN SUM(cogs) / SUM(useful_outputs) END AS DECIMAL(38, 10))
+    CAST(CASE WHEN SUM(useful_outputs) > 0 THEN SUM(cogs) / SUM(useful_outputs) END AS DECIMAL(38, 12))
         AS cost_per_useful_output,
-    CAST(CASE WHEN SUM(requests) > 0 THEN SUM(cogs) / SUM(requests) END AS DECIMAL(38, 10)) AS cost_per_request
+    CAST(CASE WHEN SUM(requests) > 0 THEN SUM(cogs) / SUM(requests) END AS DECIMAL(38, 12)) AS cost_per_request
 FROM feature_costs_daily
 GROUP BY billing_period, feature;
