@@ -19,22 +19,27 @@ Provider quirks handled:
   configured export folder from their ``data/BILLING_PERIOD=…`` part, so a replicated bucket or a local
   copy of the export reads the same files.
 - Amounts are doubles: each is read through its shortest decimal representation and rounded half-even
-  to 10 places (CUR's precision), so ``22.9408`` is exactly ``Decimal("22.9408")``.
+  to ``MONEY_SCALE`` places, so ``22.9408`` is exactly ``Decimal("22.9408")``.
 - ``savings_plan_savings_plan_a_r_n`` / ``reservation_reservation_a_r_n`` are CUR 2.0's spellings of the ARNs.
 
-FOCUS choices (one CUR line → one FOCUS row, so every row traces to its file and row):
+FOCUS choices (one CUR line → one FOCUS row, except the unused part of a commitment fee, below):
 - BilledCost = ``line_item_net_unblended_cost`` when present, else ``line_item_unblended_cost``.
 - EffectiveCost amortizes commitments: SavingsPlanCoveredUsage → ``savings_plan_savings_plan_effective_cost``;
-  SavingsPlanRecurringFee → ``total_commitment_to_date − used_commitment`` (the unused part);
-  SavingsPlanNegation, SavingsPlanUpfrontFee and RI upfront ``Fee`` lines → 0; DiscountedUsage →
-  ``reservation_effective_cost``; RIFee → unused amortized upfront + unused recurring fee; else BilledCost.
+  DiscountedUsage → ``reservation_effective_cost``; SavingsPlanNegation, SavingsPlanUpfrontFee and RI
+  upfront ``Fee`` lines → 0; else BilledCost.
+- A SavingsPlanRecurringFee / RIFee line becomes a Purchase row (BilledCost = the fee, EffectiveCost 0)
+  and, when part of the commitment went unused, a second row from the same line: ChargeCategory Usage,
+  CommitmentDiscountStatus ``Unused``, BilledCost 0, EffectiveCost = the unused part
+  (``total_commitment_to_date − used_commitment``; for RIs the unused amortized upfront + unused
+  recurring fee). That is FOCUS's discount handling (unused commitment is a Usage row with status
+  Unused) and keeps, per commitment, sum(EffectiveCost of Usage) = sum(BilledCost of Purchase).
 - ChargeCategory: usage and its offsets (negations, discounts) → Usage; fees → Purchase; Tax → Tax;
   Credit → Credit; Refund → the category of what it refunds (Tax when it carries a tax type, Purchase
   when it names a commitment, else Usage), ChargeClass ``Correction`` when it refunds an earlier period.
 - Negation and discount lines move money but consume nothing: their Pricing/ConsumedQuantity and
   ListCost are 0 (the covered line already carries the quantity and the on-demand list cost).
-- CommitmentDiscountStatus: ``Used`` on covered usage and its negation, ``Unused`` on a recurring fee
-  whose commitment was not all used.
+- CommitmentDiscountStatus: ``Used`` on covered usage and its negation, ``Unused`` on unused-commitment
+  rows, NULL on the Purchase rows.
 - Tags: ``resource_tags`` keys ``user_<key>`` (user-defined cost allocation tags, as CUR normalizes them)
   become plain ``<key>`` (``user_feature`` → ``feature``); AWS-generated keys keep their ``aws_`` provider
   prefix; cost categories are added as ``costCategory/<name>`` (a second scheme, so prefixed). A tag with
@@ -79,6 +84,7 @@ SAVINGS_PLAN_TYPES = (
     "SavingsPlanUpfrontFee",
 )
 RESERVATION_TYPES = ("DiscountedUsage", "RIFee")
+COMMITMENT_FEES = ("SavingsPlanRecurringFee", "RIFee")
 
 # --- columns ---------------------------------------------------------------------------------------
 REQUIRED_COLUMNS = (
@@ -459,6 +465,15 @@ def _problem(period: BillingPeriod) -> pl.Expr:
 
 
 def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
+    frame = _with_costs_and_quantities(lines)
+    tags, names = _tags_and_names(frame)
+    focus = frame.with_columns(tags.alias("Tags"), names.alias("_tag_name")).select(
+        *_focus_columns(), _unused_commitment().alias("_unused")
+    )
+    return pl.concat([focus, _unused_rows(focus)]).drop("_unused")
+
+
+def _with_costs_and_quantities(lines: pl.DataFrame) -> pl.DataFrame:
     kind = pl.col("line_item_line_item_type")
     frame = lines.with_columns(
         pl.coalesce("line_item_net_unblended_cost", "line_item_unblended_cost").alias("BilledCost"),
@@ -483,13 +498,17 @@ def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
         .alias("ContractedUnitPrice"),
         pl.when(kind.is_in(CONSUMPTION)).then(pl.col("pricing_public_on_demand_rate")).alias("ListUnitPrice"),
     )
-    frame = frame.with_columns(
+    return frame.with_columns(
         _list_cost().alias("ListCost"),
         _unit("PricingQuantity").alias("PricingUnit"),
         _unit("ConsumedQuantity").alias("ConsumedUnit"),
         _commitment_status().alias("CommitmentDiscountStatus"),
     )
-    tags, names = _tags_and_names(frame)
+
+
+def _focus_columns() -> list[pl.Expr]:
+    """The FOCUS 1.2 columns (and ours) from a line with its costs and quantities computed."""
+    kind = pl.col("line_item_line_item_type")
     category = pl.col("line_item_product_code").replace_strict(
         {code: c for code, (c, _) in SERVICES.items()}, default=OTHER_SERVICE[0], return_dtype=pl.String
     )
@@ -498,16 +517,16 @@ def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
     )
     sp = kind.is_in(SAVINGS_PLAN_TYPES)
     has_commitment = pl.col("CommitmentDiscountId").is_not_null()
-    return frame.with_columns(tags.alias("Tags"), names.alias("_tag_name")).select(
+    return [
         pl.col("line_item_availability_zone").alias("AvailabilityZone"),
-        "BilledCost",
+        pl.col("BilledCost"),
         pl.col("bill_payer_account_id").alias("BillingAccountId"),
         pl.col("bill_payer_account_name").alias("BillingAccountName"),
         pl.lit("Payer Account").alias("BillingAccountType"),
         pl.col("line_item_currency_code").alias("BillingCurrency"),
         pl.col("bill_billing_period_end_date").alias("BillingPeriodEnd"),
         pl.col("bill_billing_period_start_date").alias("BillingPeriodStart"),
-        "ChargeCategory",
+        pl.col("ChargeCategory"),
         _charge_class().alias("ChargeClass"),
         pl.col("line_item_line_item_description").alias("ChargeDescription"),
         _charge_frequency().alias("ChargeFrequency"),
@@ -516,23 +535,23 @@ def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
         pl.when(has_commitment)
         .then(pl.when(sp).then(pl.lit("Spend")).otherwise(pl.lit("Usage")))
         .alias("CommitmentDiscountCategory"),
-        "CommitmentDiscountId",
-        "CommitmentDiscountStatus",
+        pl.col("CommitmentDiscountId"),
+        pl.col("CommitmentDiscountStatus"),
         pl.when(has_commitment)
         .then(pl.when(sp).then(pl.lit("Savings Plan")).otherwise(pl.lit("Reserved Instance")))
         .alias("CommitmentDiscountType"),
-        "ConsumedQuantity",
-        "ConsumedUnit",
-        "ContractedCost",
-        "ContractedUnitPrice",
-        "EffectiveCost",
+        pl.col("ConsumedQuantity"),
+        pl.col("ConsumedUnit"),
+        pl.col("ContractedCost"),
+        pl.col("ContractedUnitPrice"),
+        pl.col("EffectiveCost"),
         pl.col("bill_invoice_id").alias("InvoiceId"),
         pl.col("bill_invoicing_entity").fill_null(DEFAULT_ENTITY).alias("InvoiceIssuerName"),
-        "ListCost",
-        "ListUnitPrice",
+        pl.col("ListCost"),
+        pl.col("ListUnitPrice"),
         _pricing_category().alias("PricingCategory"),
-        "PricingQuantity",
-        "PricingUnit",
+        pl.col("PricingQuantity"),
+        pl.col("PricingUnit"),
         pl.lit(PROVIDER).alias("ProviderName"),
         pl.col("line_item_legal_entity").fill_null(DEFAULT_ENTITY).alias("PublisherName"),
         pl.col("product_region_code").alias("RegionId"),
@@ -553,11 +572,11 @@ def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
         pl.col("line_item_usage_account_id").alias("SubAccountId"),
         pl.col("line_item_usage_account_name").alias("SubAccountName"),
         _sub_account_type().alias("SubAccountType"),
-        "Tags",
-        "x_source_file",
-        "x_source_line",
+        pl.col("Tags"),
+        pl.col("x_source_file"),
+        pl.col("x_source_line"),
         pl.col("line_item_line_item_type").alias("x_line_item_type"),
-    )
+    ]
 
 
 def _sub_account_type() -> pl.Expr:
@@ -633,24 +652,48 @@ def _charge_frequency() -> pl.Expr:
 
 def _effective_cost() -> pl.Expr:
     kind = pl.col("line_item_line_item_type")
-    unused_commitment = pl.col("savings_plan_total_commitment_to_date") - pl.col("savings_plan_used_commitment")
-    unused_upfront = pl.col("reservation_unused_amortized_upfront_fee_for_billing_period").fill_null(0)
-    unused_reservation = unused_upfront + pl.col("reservation_unused_recurring_fee").fill_null(0)
     return (
         pl.when(kind == "SavingsPlanCoveredUsage")
         .then(pl.col("savings_plan_savings_plan_effective_cost"))
-        .when(kind == "SavingsPlanRecurringFee")
-        .then(unused_commitment)
-        .when(kind.is_in(("SavingsPlanNegation", "SavingsPlanUpfrontFee")))
-        .then(_zero())
         .when(kind == "DiscountedUsage")
         .then(pl.col("reservation_effective_cost"))
-        .when(kind == "RIFee")
-        .then(unused_reservation)
+        .when(kind.is_in(COMMITMENT_FEES) | kind.is_in(("SavingsPlanNegation", "SavingsPlanUpfrontFee")))
+        .then(_zero())
         .when((kind == "Fee") & pl.col("CommitmentDiscountId").is_not_null())
         .then(_zero())
         .otherwise(pl.col("BilledCost"))
         .cast(MONEY)
+    )
+
+
+def _unused_commitment() -> pl.Expr:
+    """The part of a recurring commitment fee that no usage drew on (NULL on other lines)."""
+    kind = pl.col("line_item_line_item_type")
+    unused_plan = pl.col("savings_plan_total_commitment_to_date") - pl.col("savings_plan_used_commitment")
+    unused_upfront = pl.col("reservation_unused_amortized_upfront_fee_for_billing_period").fill_null(0)
+    unused_reservation = unused_upfront + pl.col("reservation_unused_recurring_fee").fill_null(0)
+    return (
+        pl.when(kind == "SavingsPlanRecurringFee")
+        .then(unused_plan)
+        .when(kind == "RIFee")
+        .then(unused_reservation)
+        .cast(MONEY)
+    )
+
+
+def _unused_rows(focus: pl.DataFrame) -> pl.DataFrame:
+    """Unused commitment as FOCUS wants it: a Usage row, status Unused, that amortizes but bills nothing."""
+    return focus.filter(pl.col("_unused") > 0).with_columns(
+        ChargeCategory=pl.lit("Usage"),
+        ChargeFrequency=pl.lit("Usage-Based"),
+        CommitmentDiscountStatus=pl.lit("Unused"),
+        BilledCost=_zero(),
+        ContractedCost=_zero(),
+        ListCost=_zero(),
+        EffectiveCost=pl.col("_unused"),
+        ConsumedQuantity=pl.lit(None, dtype=MONEY),
+        ConsumedUnit=pl.lit(None, dtype=pl.String),
+        PricingCategory=pl.lit("Committed"),
     )
 
 
@@ -693,8 +736,6 @@ def _commitment_status() -> pl.Expr:
         .then(None)
         .when(kind.is_in(("SavingsPlanCoveredUsage", "SavingsPlanNegation", "DiscountedUsage")))
         .then(pl.lit("Used"))
-        .when(kind.is_in(("SavingsPlanRecurringFee", "RIFee")) & (pl.col("EffectiveCost") > 0))
-        .then(pl.lit("Unused"))
         .cast(pl.String)
     )
 

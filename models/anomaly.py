@@ -1,10 +1,11 @@
 """A simple, explainable cost anomaly detector (daily, on spend and on unit cost).
 
-For each series and day: the baseline is the median of the previous ``window`` days and the
-spread their median absolute deviation (floored at 5% of the baseline, so flat series don't
-flag noise). A day is anomalous when its robust score passes ``score_threshold`` and the
-excess passes both an absolute (USD) and a relative floor. Only increases are flagged: a drop
-in spend is not an incident. Consecutive anomalous days of one series form one anomaly.
+For each series and day: the baseline is the median of the same kind of day (weekday or
+weekend) in the previous ``window`` days, since AI traffic is weekly-seasonal, and the spread
+their median absolute deviation (floored at 5% of the baseline, so flat series don't flag
+noise). A day is anomalous when its robust score passes ``score_threshold`` and the excess
+passes both an absolute (USD) and a relative floor. Only increases are flagged: a drop in
+spend is not an incident. Consecutive anomalous days of one series form one anomaly.
 """
 
 from __future__ import annotations
@@ -47,16 +48,24 @@ class Series:
         return f"{self.dimension}={self.value}/{self.metric}"
 
 
-def score_days(series: pl.DataFrame, config: AnomalyConfig, window: int = 14) -> pl.DataFrame:
+def _weekend(day: date) -> bool:
+    return day.weekday() >= 5
+
+
+def score_days(series: pl.DataFrame, config: AnomalyConfig, window: int = 28) -> pl.DataFrame:
     """Score each day of one series (columns ``date``, ``value``, ``volume``) against its trailing window.
 
     ``volume`` converts a unit-cost excess into dollars (excess × useful outputs); for spend it is 1.
     """
-    s = series.sort("date")
-    values = s["value"].to_list()
+    rows = series.sort("date").to_dicts()
     out: list[dict[str, object]] = []
-    for i, row in enumerate(s.iter_rows(named=True)):
-        history = [v for v in values[max(0, i - window) : i] if v is not None]
+    for i, row in enumerate(rows):
+        day: date = row["date"]
+        history = [
+            r["value"]
+            for r in rows[:i]
+            if r["value"] is not None and (day - r["date"]).days <= window and _weekend(r["date"]) == _weekend(day)
+        ]
         if len(history) < config.min_history_days or row["value"] is None:
             continue
         hist = pl.Series(history)
@@ -126,12 +135,10 @@ def group_runs(scored: pl.DataFrame, series: Series) -> list[dict[str, object]]:
 
 
 def rank_drivers(breakdown: pl.DataFrame, day: date, window_days: list[date], top: int = 3) -> list[dict[str, object]]:
-    """Which child values (columns ``date``, ``child``, ``cost``) moved most on ``day`` vs the window median."""
-    base = (
-        breakdown.filter(pl.col("date").is_in(window_days))
-        .group_by("child")
-        .agg((pl.col("cost").sum() / len(window_days)).alias("expected"))
-    )
+    """Which child values (columns ``date``, ``child``, ``cost``) moved most on ``day`` vs the window's mean."""
+    history = breakdown.filter(pl.col("date").is_in(window_days))
+    days_seen = max(history["date"].n_unique(), 1)
+    base = history.group_by("child").agg((pl.col("cost").sum() / days_seen).alias("expected"))
     today = breakdown.filter(pl.col("date") == day).group_by("child").agg(pl.col("cost").sum().alias("actual"))
     moved = (
         today.join(base, on="child", how="full", coalesce=True)

@@ -124,7 +124,7 @@ class FeatureConfig(_Strict):
 
 
 class AnomalyConfig(_Strict):
-    min_history_days: int = 7
+    min_history_days: int = Field(4, description="earlier days of the same kind (weekday/weekend) needed")
     score_threshold: float = 4.0
     min_impact_usd: float = 100.0
     min_relative_change: float = 0.3

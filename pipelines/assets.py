@@ -1,6 +1,7 @@
-"""Assets: ingest (one per configured source) → warehouse → allocation → marts → report."""
+"""Assets: ingest (one per configured source) → warehouse → allocation → marts → report.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Dagster reads the context and resource annotations.
+"""
 
 import json
 from collections.abc import Iterator
@@ -289,7 +290,7 @@ def detect_anomalies(warehouse: Warehouse, config: CogsConfig, period: str) -> p
                 if str(anomaly["start_date"]) < str(start.date()):
                     continue
                 day = anomaly["start_date"]
-                window = [day - timedelta(days=i) for i in range(1, 15)]  # type: ignore[operator]
+                window = [day - timedelta(days=7 * i) for i in range(1, 5)]  # type: ignore[operator]
                 drivers = rank_drivers(breakdown.filter(pl.col("feature") == feature), day, window)  # type: ignore[arg-type]
                 found.append(anomaly | {"drivers": json.dumps(drivers)})
     frame = pl.DataFrame(found, schema=ANOMALY_SCHEMA)

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -27,8 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `make demo | tee`) gets a readable width instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 DEMO_DIR = Path(".cogs/demo")
 ConfigOption = Annotated[
@@ -69,22 +71,40 @@ def _month(month: str | None) -> str:
     return month
 
 
-def _table(frame: pl.DataFrame, title: str | None = None, money: tuple[str, ...] = ()) -> Table:
+def _table(
+    frame: pl.DataFrame,
+    title: str | None = None,
+    money: tuple[str, ...] = (),
+    unit: tuple[str, ...] = (),
+    pct: tuple[str, ...] = (),
+) -> Table:
+    """A rich table; ``money`` columns as $1,234.56, ``unit`` as $0.0123, ``pct`` as 12.3%."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for name, dtype in frame.schema.items():
         table.add_column(name, justify="right" if dtype.is_numeric() else "left")
     for row in frame.iter_rows(named=True):
-        table.add_row(*(_cell(v, k in money) for k, v in row.items()))
+        table.add_row(
+            *(
+                _cell(v, "money" if k in money else "unit" if k in unit else "pct" if k in pct else "")
+                for k, v in row.items()
+            )
+        )
     return table
 
 
-def _cell(value: object, money: bool) -> str:
+def _cell(value: object, style: str) -> str:
     if value is None:
         return "—"
-    if money:
+    if style == "money":
         return f"${float(value):,.2f}"  # type: ignore[arg-type]
+    if style == "unit":
+        return f"${float(value):,.4f}"  # type: ignore[arg-type]
+    if style == "pct":
+        return f"{float(value):.1%}"  # type: ignore[arg-type]
     if isinstance(value, float):
         return f"{value:,.4f}"
+    if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent == 0:
+        return f"{int(value):,}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -241,22 +261,44 @@ def print_summary(config: CogsConfig, month: str) -> None:
     console.print(_table(f.by_provider, f"Spend by provider, {month}", money=("billed_cost", "effective_cost")))
     features = f.by_feature.select(
         "feature",
-        "cogs",
+        pl.col("cogs").alias("COGS"),
+        (pl.col("cogs").cast(pl.Float64) / float(f.total_effective or 1)).alias("share"),
         "requests",
-        "useful_outputs",
-        "cost_per_useful_output",
-        share=(pl.col("cogs").cast(pl.Float64) / float(f.total_effective or 1)),
+        pl.col("useful_outputs").alias("useful outputs"),
+        pl.col("cost_per_useful_output").alias("per useful output"),
+        pl.col("waste_cost").alias("waste"),
     )
-    console.print(_table(features, "COGS per feature and per useful output", money=("cogs",)))
+    console.print(
+        _table(
+            features,
+            "COGS per feature and per useful output",
+            money=("COGS", "waste"),
+            unit=("per useful output",),
+            pct=("share",),
+        )
+    )
     console.print(
         f"idle: [bold]{f.share('idle'):.1%}[/] of COGS · unallocated: [bold]{f.share('unallocated'):.1%}[/] · "
         f"reconciled sources: {int((f.reconciliation['difference'] == 0).sum())}/{f.reconciliation.height}"
     )
     if f.anomalies.height:
-        console.print(_table(f.anomalies.drop("drivers", "max_score"), "Anomalies found", money=("impact_usd",)))
+        anomalies = f.anomalies.select(
+            "feature",
+            "metric",
+            "start_date",
+            "days",
+            pl.col("impact_usd").alias("impact"),
+            pl.col("drivers").map_elements(_top_driver, return_dtype=pl.String).alias("top driver"),
+        )
+        console.print(_table(anomalies, "Anomalies found", money=("impact",)))
     else:
         console.print("anomalies found: none")
     console.print(f"report: [bold]{Path(config.reports.output_dir) / f'cogs-{month}.html'}[/]")
+
+
+def _top_driver(drivers: str) -> str:
+    first = (json.loads(drivers or "[]") or [{}])[0]
+    return f"{first['child']} +${first['delta']:,.2f}" if first else "—"
 
 
 def main() -> None:

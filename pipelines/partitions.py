@@ -7,4 +7,4 @@ import dagster as dg
 
 def monthly_partitions(start_month: str) -> dg.MonthlyPartitionsDefinition:
     """Months from ``start_month`` (YYYY-MM) up to and including the month in progress."""
-    return dg.MonthlyPartitionsDefinition(start_date=f"{start_month}-01", fmt="%Y-%m", end_offset=1)
+    return dg.MonthlyPartitionsDefinition(start_date=start_month, fmt="%Y-%m", end_offset=1)

@@ -13,6 +13,8 @@ from pipelines.definitions import build_definitions
 from pipelines.settings import ensure_dagster_home
 
 STAGES = (INGEST, WAREHOUSE, ALLOCATION, MARTS, REPORT)
+# The CLI shows its own progress; Dagster's event log stays in DAGSTER_HOME for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 class RunFailed(RuntimeError):
@@ -71,6 +73,7 @@ def materialize_month(
                 instance=instance,
                 raise_on_error=False,
                 tags={"cogs/step": step.label},
+                run_config=QUIET,
             )
             results.append(result)
             problem = _failure(result)

@@ -22,7 +22,7 @@ import pytest
 from connectors.aws_cur2 import load
 from connectors.base import BillingPeriod, LoadResult, SourceError
 from models.config import AwsCur2Source
-from models.focus import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, SERVICE_CATEGORIES
+from models.focus import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, MONEY_SCALE, SERVICE_CATEGORIES
 from pipelines.demo import aws_cur2 as demo
 from pipelines.demo.company import (
     AWS_CLUSTER,
@@ -45,6 +45,7 @@ DAY = datetime(2025, 3, 3, 10, tzinfo=UTC)  # Monday 10:00: 3 nodes, the 3rd onl
 PARTIAL_HOURS = Decimal("0.1795229460")
 PARTIAL_ON_DEMAND = Decimal("5.8834337001")  # 5.88343370007960 rounded to 10 places
 NIGHT_TOTAL = Decimal("50") + Decimal("5.672") + Decimal("0.10")  # SP fee + g5 + EKS
+QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 DAY_TOTAL = Decimal("50") + (P4D_ON_DEMAND - PARTIAL_ON_DEMAND) + Decimal("5.672") + Decimal("0.10")
 
 
@@ -88,7 +89,9 @@ def test_partial_coverage_constants_are_what_the_plan_implies() -> None:
 def test_two_hours_bill_exact_totals(export: Path) -> None:
     result = load(source(export), PERIOD)
 
-    assert result.frame.height == 17  # 02:00: 2×(covered+negation)+fee+g5+eks; 10:00: 3×2+usage+fee+g5+eks
+    # 02:00: 2×(covered+negation) + fee + its unused part + g5 + EKS; 10:00: 3×2 + usage remainder + fee + g5 + EKS
+    assert result.frame.height == 18
+    assert result.stats == {"files": 2, "rows": 17, "quarantined": 0}  # 17 CUR lines
     assert result.quarantine.height == 0
     assert len(result.files) == 2
     assert result.frame.get_column("BilledCost").sum() == NIGHT_TOTAL + DAY_TOTAL == Decimal("138.4331662999")
@@ -105,7 +108,11 @@ def test_savings_plan_amortization_per_line_type(export: Path) -> None:
     assert sorted(amounts(covered, "BilledCost")) == [PARTIAL_ON_DEMAND, P4D_ON_DEMAND, P4D_ON_DEMAND]
     assert sorted(amounts(covered, "EffectiveCost")) == [Decimal("4.1184"), P4D_SP_RATE, P4D_SP_RATE]
     assert sorted(amounts(covered, "ConsumedQuantity")) == [PARTIAL_HOURS, 1, 1]
-    assert amounts(covered, "ListCost") == amounts(covered, "BilledCost")
+    # ListCost is the public on-demand rate × quantity (FOCUS: ListUnitPrice × PricingQuantity), kept to
+    # MONEY_SCALE places: for the partial hour it differs from CUR's 10-place rounding of the same product.
+    list_prices = zip(amounts(covered, "ListUnitPrice"), amounts(covered, "PricingQuantity"), strict=True)
+    assert amounts(covered, "ListCost") == [(p * q).quantize(QUANTUM).normalize() for p, q in list_prices]
+    assert sorted(amounts(covered, "ListUnitPrice")) == [P4D_ON_DEMAND] * 3
 
     negation = lines(result, "SavingsPlanNegation", DAY)
     assert sorted(amounts(negation, "BilledCost")) == [-P4D_ON_DEMAND, -P4D_ON_DEMAND, -PARTIAL_ON_DEMAND]
@@ -117,18 +124,34 @@ def test_savings_plan_amortization_per_line_type(export: Path) -> None:
     assert amounts(remainder, "PricingQuantity") == [1 - PARTIAL_HOURS]
     assert remainder.get_column("CommitmentDiscountId").to_list() == [None]
 
-    fees = result.frame.filter(pl.col("x_line_item_type") == "SavingsPlanRecurringFee").sort("ChargePeriodStart")
-    assert amounts(fees, "BilledCost") == [50, 50]
-    assert amounts(fees, "EffectiveCost") == [Decimal("4.1184"), 0]  # unused commitment: 50 − 45.8816, then 0
-    assert fees.get_column("CommitmentDiscountStatus").to_list() == ["Unused", None]
-    assert fees.get_column("ChargeCategory").unique().to_list() == ["Purchase"]
-    assert fees.get_column("ChargeFrequency").unique().to_list() == ["Recurring"]
-    assert fees.get_column("SubAccountType").unique().to_list() == ["Payer Account"]
+    fee_lines = result.frame.filter(pl.col("x_line_item_type") == "SavingsPlanRecurringFee")
+    fees = fee_lines.filter(pl.col("ChargeCategory") == "Purchase").sort("ChargePeriodStart")
+    assert amounts(fees, "BilledCost") == amounts(fees, "ContractedCost") == [50, 50]
+    assert amounts(fees, "EffectiveCost") == [0, 0]
+    assert fees.get_column("CommitmentDiscountStatus").to_list() == [None, None]
+    assert fees.get_column("ChargeFrequency").to_list() == ["Recurring", "Recurring"]
+    assert fees.get_column("SubAccountType").to_list() == ["Payer Account", "Payer Account"]
+    # at 02:00 the two nodes used 45.8816 of the 50.00 commitment: the rest is an Unused row of the same line
+    [unused] = fee_lines.filter(pl.col("ChargeCategory") == "Usage").iter_rows(named=True)
+    assert (unused["ChargePeriodStart"], unused["x_source_line"]) == (NIGHT, fees.row(0, named=True)["x_source_line"])
+    assert [unused[c] for c in ("BilledCost", "EffectiveCost", "ContractedCost", "ListCost")] == [
+        0,
+        Decimal("4.1184"),
+        0,
+        0,
+    ]
+    assert [unused[c] for c in ("CommitmentDiscountStatus", "ChargeFrequency", "PricingCategory")] == [
+        "Unused", "Usage-Based", "Committed",
+    ]  # fmt: skip
+    assert (unused["ConsumedQuantity"], unused["ConsumedUnit"], unused["PricingQuantity"]) == (None, None, 1)
 
-    # per hour, the plan's amortized cost is exactly its commitment: used (covered lines) + unused (fee)
+    # FOCUS, per commitment and hour: EffectiveCost of its Usage rows (used + unused) = BilledCost of its purchase
     plan = result.frame.filter(pl.col("CommitmentDiscountId") == demo.SP_ARN)
-    per_hour = plan.group_by("ChargePeriodStart").agg(pl.col("EffectiveCost").sum()).get_column("EffectiveCost")
-    assert per_hour.to_list() == [SP_HOURLY_COMMITMENT, SP_HOURLY_COMMITMENT]
+    per_hour = plan.group_by("ChargePeriodStart", "ChargeCategory").agg(pl.col("EffectiveCost", "BilledCost").sum())
+    assert sorted(per_hour.rows()) == [
+        (NIGHT, "Purchase", 0, SP_HOURLY_COMMITMENT), (NIGHT, "Usage", SP_HOURLY_COMMITMENT, 0),
+        (DAY, "Purchase", 0, SP_HOURLY_COMMITMENT), (DAY, "Usage", SP_HOURLY_COMMITMENT, 0),
+    ]  # fmt: skip
 
 
 def test_commitment_discount_columns(export: Path) -> None:
@@ -151,9 +174,10 @@ def test_commitment_discount_columns(export: Path) -> None:
         "x_line_item_type": "SavingsPlanNegation", **sp, "CommitmentDiscountStatus": ["Used"],
         "ChargeCategory": ["Usage"], "ChargeFrequency": ["Usage-Based"], "PricingCategory": ["Committed"],
     }  # fmt: skip
-    assert rows["SavingsPlanRecurringFee"] == {
+    assert rows["SavingsPlanRecurringFee"] == {  # the Purchase rows and the unused commitment's Usage row
         "x_line_item_type": "SavingsPlanRecurringFee", **sp, "CommitmentDiscountStatus": ["Unused", None],
-        "ChargeCategory": ["Purchase"], "ChargeFrequency": ["Recurring"], "PricingCategory": ["Standard"],
+        "ChargeCategory": ["Purchase", "Usage"], "ChargeFrequency": ["Recurring", "Usage-Based"],
+        "PricingCategory": ["Committed", "Standard"],
     }  # fmt: skip
     assert rows["Usage"] == {
         "x_line_item_type": "Usage", "CommitmentDiscountId": [None], "CommitmentDiscountCategory": [None],
@@ -322,7 +346,7 @@ def test_unknown_line_item_type_is_quarantined_not_dropped(tmp_path: Path) -> No
         (str(path), "1", "savings_plan_savings_plan_effective_cost is empty on a SavingsPlanCoveredUsage line"),
         (str(path), str(odd + 1), "unknown line_item_line_item_type 'FlatRateSubscription'"),
     ]
-    assert result.frame.height == 15
+    assert result.frame.height == 16  # 17 lines − 2 quarantined + the unused commitment's row at 02:00
     assert result.stats == {"files": 1, "rows": 17, "quarantined": 2}
     # the provider total still counts them, so reconciliation shows the gap instead of hiding it
     assert result.source_total - result.frame.get_column("BilledCost").sum() == P4D_ON_DEMAND + Decimal("0.10")
@@ -354,7 +378,7 @@ def test_restatement_in_overwrite_mode_ignores_a_stale_chunk(export: Path) -> No
     result = load(source(export), PERIOD)
     assert stale.exists()
     assert [Path(f).name for f in result.files] == ["lumen-cur2-00001.snappy.parquet"]
-    assert result.frame.height == len(night) == 7
+    assert len(night) == 7 and result.frame.height == 8  # + the unused commitment's row
     assert result.frame.get_column("BilledCost").sum() == result.source_total == NIGHT_TOTAL
 
 

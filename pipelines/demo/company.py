@@ -82,10 +82,10 @@ FEATURES: tuple[Feature, ...] = (
         requests_per_day=96_000,
         routes=(
             Route(
-                0.35, DEPLOYMENT_AWS_LLAMA, "vllm", "meta-llama/Llama-3.1-70B-Instruct", 3_800, 520, gpu_seconds=19.0
+                0.35, DEPLOYMENT_AWS_LLAMA, "vllm", "meta-llama/Llama-3.1-70B-Instruct", 3_800, 520, gpu_seconds=24.0
             ),
             Route(
-                0.65, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 1_900, 90, gpu_seconds=6.0
+                0.65, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 1_900, 90, gpu_seconds=7.0
             ),
         ),
         error_rate=0.008,
@@ -99,7 +99,7 @@ FEATURES: tuple[Feature, ...] = (
         "Query rewriting for site search",
         requests_per_day=150_000,
         routes=(
-            Route(0.8, DEPLOYMENT_AWS_LLAMA, "vllm", "meta-llama/Llama-3.1-70B-Instruct", 420, 60, gpu_seconds=2.4),
+            Route(0.8, DEPLOYMENT_AWS_LLAMA, "vllm", "meta-llama/Llama-3.1-70B-Instruct", 420, 60, gpu_seconds=3.0),
             Route(0.2, DEPLOYMENT_OPENAI, "openai", "gpt-4.1-mini-2025-04-14", 450, 55, 0),
         ),
         error_rate=0.004,
@@ -115,7 +115,7 @@ FEATURES: tuple[Feature, ...] = (
         routes=(
             Route(0.6, DEPLOYMENT_OPENAI, "openai", "gpt-4.1-mini-2025-04-14", 14_000, 900, 2_000),
             Route(
-                0.4, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 9_000, 700, gpu_seconds=30.0
+                0.4, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 9_000, 700, gpu_seconds=36.0
             ),
         ),
         error_rate=0.02,

@@ -84,7 +84,7 @@ def demo_config(files: DemoFiles, openai_base_url: str, warehouse: str = "duckdb
                 },
                 {
                     "name": "gpu_cloud_h100",
-                    "charges": {"source": "gpu_cloud", "service_names": [gpu_cloud.COMPUTE_SERVICE_NAME]},
+                    "charges": {"source": "gpu_cloud", "resource_ids": gpu_cloud.vm_resource_ids()},
                     "usage": {"deployments": [DEPLOYMENT_GPUCLOUD_QWEN]},
                     "driver": "gpu_seconds",
                     "gpus_per_resource": 8,
