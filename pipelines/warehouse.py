@@ -28,7 +28,18 @@ _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 def _engine(url: str) -> sa.Engine:
     if url.startswith("duckdb:///") and not url.startswith("duckdb:///:memory:"):
         Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url, poolclass=sa.pool.NullPool if url.startswith("duckdb") else sa.pool.QueuePool)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool if url.startswith("duckdb") else sa.pool.QueuePool)
+    if engine.dialect.name == "postgresql":
+        sa.event.listen(engine, "connect", _json_as_text)
+    return engine
+
+
+def _json_as_text(dbapi_connection: Any, _record: object) -> None:
+    """Read JSON columns (Tags, drivers, ...) as their text, as DuckDB does, not as Python dicts."""
+    from psycopg.types.string import TextLoader
+
+    for name in ("json", "jsonb"):
+        dbapi_connection.adapters.register_loader(name, TextLoader)
 
 
 class WarehouseError(RuntimeError):

@@ -201,7 +201,8 @@ def test_tags_are_flat_json_with_plain_user_keys(export: Path) -> None:
         {**node_tags, "aws_eks_cluster_name": AWS_CLUSTER},  # AWS-generated tag keeps its provider prefix
         f"{AWS_CLUSTER}-p4d",
     )
-    assert tags["USE1-AmazonEKS-Hours:perCluster"] == ({"cluster": AWS_CLUSTER, "team": "ml-platform"}, AWS_CLUSTER)
+    control_plane = {"team": "ml-platform", "aws_eks_cluster_name": AWS_CLUSTER}
+    assert tags["USE1-AmazonEKS-Hours:perCluster"] == (control_plane, AWS_CLUSTER)
     assert tags["ComputeSP:3yrNoUpfront"] == (None, "6b1f9d3e-2c47-4a8e-9f0d-5e7c1a2b3c4d")
 
 
@@ -440,6 +441,10 @@ def test_demo_month_bills_every_node_hour_once(demo_month: tuple[Path, LoadResul
     assert frame.get_column("ConsumedQuantity").sum() == node_hours
     per_hour = frame.group_by("ChargePeriodStart").agg(pl.col("ResourceId").n_unique()).sort("ChargePeriodStart")
     assert per_hour.get_column("ResourceId").to_list() == [aws_cluster_instances(h) for h in MONTH.hours()]
+    # the allocation pool's tag (cluster=inference-prod) selects exactly the GPU nodes' lines
+    tagged = demo_month[1].frame.filter(pl.col("Tags").str.json_path_match("$.cluster") == AWS_CLUSTER)
+    assert tagged.get_column("SkuMeter").unique().to_list() == ["USE1-BoxUsage:p4d.24xlarge"]
+    assert tagged.get_column("ResourceType").unique().to_list() == ["Instance"]
     plan = demo_month[1].frame.filter(pl.col("CommitmentDiscountId") == demo.SP_ARN)
     assert plan.get_column("EffectiveCost").sum() == SP_HOURLY_COMMITMENT * len(MONTH.hours())
     assert plan.filter(pl.col("x_line_item_type") == "SavingsPlanRecurringFee").get_column(

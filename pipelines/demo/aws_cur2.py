@@ -76,8 +76,15 @@ SALES_TAX_RATE = Decimal("0.0625")
 CUR_QUANTUM = Decimal("1E-10")  # CUR amounts carry at most 10 decimal places
 CENT = Decimal("0.01")
 
-CLUSTER_TAGS = {"user_cluster": AWS_CLUSTER, "user_team": "ml-platform"}
-NODE_TAGS = {**CLUSTER_TAGS, "user_name": f"{AWS_CLUSTER}-p4d", "aws_eks_cluster_name": AWS_CLUSTER}
+# The nodes carry the cluster tag the allocation pool matches; the EKS control plane only AWS's own
+# cluster-name tag (it has no GPUs: counting it as a pool resource would inflate provisioned capacity).
+NODE_TAGS = {
+    "user_cluster": AWS_CLUSTER,
+    "user_team": "ml-platform",
+    "user_name": f"{AWS_CLUSTER}-p4d",
+    "aws_eks_cluster_name": AWS_CLUSTER,
+}
+CONTROL_PLANE_TAGS = {"user_team": "ml-platform", "aws_eks_cluster_name": AWS_CLUSTER}
 G5_TAGS = {"user_feature": "doc_summaries", "user_name": "doc-summaries-g5"}
 BUCKET_TAGS = {"user_team": "ml-platform"}
 
@@ -233,7 +240,7 @@ def hourly_line_items(
     for hour in hours:
         rows.extend(_cluster_hour(month, seed, hour, fleet))
         rows.append(_on_demand(month, seed, hour, G5, fleet.g5, G5_ON_DEMAND, G5_TAGS, "us-east-1a"))
-        rows.append(_on_demand(month, seed, hour, EKS, CLUSTER_ARN, EKS_HOURLY, CLUSTER_TAGS, ""))
+        rows.append(_on_demand(month, seed, hour, EKS, CLUSTER_ARN, EKS_HOURLY, CONTROL_PLANE_TAGS, ""))
     return rows
 
 
