@@ -40,10 +40,12 @@ FOCUS choices (one CUR line → one FOCUS row, except the unused part of a commi
   ListCost are 0 (the covered line already carries the quantity and the on-demand list cost).
 - CommitmentDiscountStatus: ``Used`` on covered usage and its negation, ``Unused`` on unused-commitment
   rows, NULL on the Purchase rows.
-- Tags: ``resource_tags`` keys ``user_<key>`` (user-defined cost allocation tags, as CUR normalizes them)
-  become plain ``<key>`` (``user_feature`` → ``feature``); AWS-generated keys keep their ``aws_`` provider
-  prefix; cost categories are added as ``costCategory/<name>`` (a second scheme, so prefixed). A tag with
-  an empty value becomes ``true`` (FOCUS key-value format).
+- Tags: ``resource_tags`` keys ``user_<key>`` (user-defined cost allocation tags, as CUR normalizes them:
+  lower snake case, e.g. ``CostCenter`` → ``user_cost_center``; ``user:<key>`` is accepted too) become
+  plain ``<key>`` (``user_feature`` → ``feature``), so allocation rules name the normalized key.
+  AWS-generated keys keep their ``aws_`` provider prefix; cost categories are added as
+  ``costCategory/<name>`` (a second scheme, so prefixed). A tag with an empty value becomes ``true``
+  (FOCUS key-value format).
 - Line item types this connector does not know are quarantined, never guessed. ``x_source_file`` is
   the data file's path or URL, ``x_source_line`` the 1-based row number in it.
 """
@@ -135,6 +137,7 @@ STRING_COLUMNS = (
     "pricing_term", "pricing_unit", "product_location", "product_location_type", "product_product_name",
     "product_region_code", "product_sku", "reservation_reservation_a_r_n", "savings_plan_savings_plan_a_r_n",
 )  # fmt: skip
+USER_TAG_PREFIXES = ("user_", "user:")  # CUR 2.0 writes user_<normalized key>; legacy spelling user:<key>
 _KEY_VALUE = pl.List(pl.Struct({"key": pl.String(), "value": pl.String()}))
 
 # --- ServiceCategory / ServiceSubcategory by product code --------------------------------------------
@@ -427,7 +430,7 @@ def to_focus(raw: pl.DataFrame, period: BillingPeriod) -> tuple[pl.DataFrame, pl
     bad = checked.filter(pl.col("_problem").is_not_null())
     quarantine = bad.select(
         pl.col("x_source_file").alias("file"), pl.col("x_source_line").alias("line"), pl.col("_problem").alias("reason")
-    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    ).cast(QUARANTINE_SCHEMA)
     good = checked.filter(pl.col("_problem").is_null()).drop("_problem")
     return _focus_rows(good), quarantine
 
@@ -810,6 +813,6 @@ def _focus_tags(resource_tags: Iterable[dict[str, str]], cost_categories: Iterab
     for key, value in entries:
         if key is None or value is None:
             continue
-        focus_key = key.removeprefix("user_") if key.startswith("user_") else key
+        focus_key = key[5:] if key.startswith(USER_TAG_PREFIXES) else key
         tags[focus_key] = value if value != "" else True
     return tags

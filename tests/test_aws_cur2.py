@@ -212,7 +212,8 @@ def test_credit_refund_tax_and_net_unblended(tmp_path: Path) -> None:
     edp = {**g5, "line_item_net_unblended_cost": Decimal("5.1048"), "line_item_net_unblended_rate": "5.1048"}
     credit = {**g5, "line_item_line_item_type": "Credit", "line_item_unblended_cost": Decimal("-25"),
               "line_item_usage_amount": Decimal(0), "line_item_line_item_description": "AWS Activate Credits",
-              "resource_tags": {}, "cost_category": {"environment": "prod"}}  # fmt: skip
+              "resource_tags": {"user:Owner": "finance", "user_cost_center": ""},
+              "cost_category": {"environment": "prod"}}  # fmt: skip
     refund = {**g5, "line_item_line_item_type": "Refund", "line_item_unblended_cost": Decimal("-5.672"),
               "bill_bill_type": "Refund", "line_item_usage_start_date": datetime(2025, 2, 10, tzinfo=UTC),
               "line_item_usage_end_date": datetime(2025, 2, 10, 1, tzinfo=UTC)}  # fmt: skip
@@ -238,7 +239,8 @@ def test_credit_refund_tax_and_net_unblended(tmp_path: Path) -> None:
     ]
     assert {rows["Credit"][c] for c in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")} == {Decimal(-25)}
     assert rows["Credit"]["PricingQuantity"] is rows["Credit"]["ConsumedQuantity"] is None
-    assert json.loads(rows["Credit"]["Tags"]) == {"costCategory/environment": "prod"}
+    credit_tags = {"Owner": "finance", "cost_center": True, "costCategory/environment": "prod"}  # no value → true
+    assert json.loads(rows["Credit"]["Tags"]) == credit_tags
     assert [rows["Refund"][c] for c in ("ChargeCategory", "ChargeClass")] == ["Usage", "Correction"]
     assert rows["Refund"]["EffectiveCost"] == Decimal("-5.672")
     assert [rows["Tax"][c] for c in ("ChargeCategory", "PricingQuantity", "PricingUnit", "SkuId")] == [
