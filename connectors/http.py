@@ -63,8 +63,8 @@ def read_token(source: str, env_var: str) -> str:
     if not token:
         raise SourceError(
             source,
-            f"environment variable {env_var}",
-            "is not set",
+            "api_key_env",
+            f"environment variable {env_var} is not set",
             f"export {env_var} with the API key before running (the key never goes in cogs.yaml)",
         )
     return token

@@ -218,6 +218,36 @@ def explain(
 
 
 @app.command()
+def check(config: ConfigOption = None, month: MonthOption = None) -> None:
+    """Validate cogs.yaml and read each source for a month without writing (a dry run); exit 1 if any fails."""
+    from connectors import connector
+    from connectors.base import BillingPeriod
+    from models.config import OtelGenAITelemetry
+
+    cfg = _resolve_config(config)
+    m = _month(month)
+    rows, errors = [], []
+    for source in [*cfg.sources, *cfg.telemetry]:
+        try:
+            with console.status(f"reading {source.name} for {m} …"):
+                kwargs = {"useful_output": {}} if isinstance(source, OtelGenAITelemetry) else {}
+                result = connector(source.type).load(source, BillingPeriod(m), **kwargs)
+            status, detail = "ok", f"{len(result.files)} file(s)/page(s)" if result.files else ""
+            found, total, bad = result.frame.height, result.source_total, result.quarantine.height
+        except Exception as exc:  # report every source, then fail
+            status, detail, found, total, bad = "error", "see below", None, None, None
+            errors.append(str(exc))
+        rows.append({"source": source.name, "type": source.type, "status": status, "rows": found,
+                     "provider total": total, "quarantined": bad, "detail": detail})  # fmt: skip
+    frame = pl.DataFrame(rows, schema_overrides={"provider total": pl.Decimal(38, 12)}, infer_schema_length=None)
+    console.print(_table(frame, f"cogs.yaml is valid; sources for {m}", money=("provider total",)))
+    for message in errors:
+        err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
 def ui(config: ConfigOption = None) -> None:
     """Open the Dagster UI on workspace.yaml (lineage, runs, checks, schedules)."""
     cfg_path = config or Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))

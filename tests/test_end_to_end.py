@@ -144,3 +144,18 @@ def test_report_is_written_with_charts(pipeline: tuple[Warehouse, Path]) -> None
     html = out.read_text()
     assert html.count("<svg") == 3
     assert "support_chat" in html and "Reconciliation to provider exports" in html
+
+
+def test_cli_check_reads_every_source_and_reports_failures(pipeline: tuple[Warehouse, Path], tmp_path: Path) -> None:
+    _wh, path = pipeline
+    runner = CliRunner()
+    ok = runner.invoke(app, ["check", "--config", str(path), "--month", MONTH], env={"COLUMNS": "200"})
+    assert ok.exit_code == 0, ok.output
+    assert [line.split("│")[3].strip() for line in ok.output.splitlines() if line.startswith("│")] == ["ok"] * 4
+    raw = yaml.safe_load(path.read_text())
+    raw["sources"][0]["path"] = str(tmp_path / "missing-export")
+    broken = tmp_path / "cogs.yaml"
+    broken.write_text(yaml.safe_dump(raw))
+    bad = runner.invoke(app, ["check", "--config", str(broken), "--month", MONTH], env={"COLUMNS": "200"})
+    assert bad.exit_code == 1
+    assert "error" in bad.output and "missing-export" in bad.output

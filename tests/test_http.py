@@ -49,7 +49,7 @@ def test_missing_env_var_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv(ENV)
     with pytest.raises(SourceError) as err:
         client(lambda r: httpx.Response(200))
-    assert str(err.value).startswith(f"source 'prov': environment variable {ENV}: is not set.")
+    assert str(err.value).startswith(f"source 'prov': api_key_env: environment variable {ENV} is not set.")
 
 
 def test_sends_bearer_token_path_under_base_url_and_repeated_array_params() -> None:

@@ -157,7 +157,9 @@ def test_wrong_key_401_message_never_contains_the_key(
 
 def test_missing_key_env_var(source: OpenAICostsSource, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_ADMIN_KEY")
-    with pytest.raises(SourceError, match=r"^source 'openai': environment variable OPENAI_ADMIN_KEY: is not set"):
+    with pytest.raises(
+        SourceError, match=r"^source 'openai': api_key_env: environment variable OPENAI_ADMIN_KEY is not set"
+    ):
         openai_costs.load(source, PERIOD)
 
 
