@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 from matplotlib.figure import Figure  # pyplot-free: no global state, no display backend
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from models.config import CogsConfig
 from pipelines.warehouse import Warehouse
@@ -137,9 +138,12 @@ def unit_cost_chart(daily: pl.DataFrame) -> str:
             markersize=3,
         )
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.3f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("USD per useful output")
     ax.set_title("Cost per useful output, by day")
-    ax.legend(ncols=4, fontsize=8, frameon=False)
+    ax.legend(ncols=4, fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     ax.spines[["top", "right"]].set_visible(False)
     fig.autofmt_xdate()
     return _svg(fig)
@@ -186,6 +190,7 @@ def render_html(figures: MonthFigures, config: CogsConfig) -> str:
     env.filters["unit"] = lambda v: "—" if v is None else f"${float(v):,.4f}"
     env.filters["num"] = lambda v: "" if v is None else f"{int(v):,}"
     env.filters["pct"] = lambda v: f"{float(v):.1%}"
+    env.filters["exact"] = lambda v: "0 (exact)" if v == 0 else f"{Decimal(v):+,f}"
     anomalies = [a | {"drivers": json.loads(a["drivers"] or "[]")} for a in _rows(figures.anomalies)]
     return env.get_template("report.html.j2").render(
         company=config.company,
