@@ -7,6 +7,9 @@ from types import ModuleType
 
 MODULES: dict[str, str] = {
     "aws_cur2": "connectors.aws_cur2",
+    "aws_cur_legacy": "connectors.aws_cur_legacy",
+    "gcp_billing_export": "connectors.gcp_billing",
+    "azure_cost_details": "connectors.azure_cost_details",
     "focus_file": "connectors.focus_file",
     "openai_costs": "connectors.openai_costs",
     "otel_genai": "connectors.otel_genai",

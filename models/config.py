@@ -29,6 +29,50 @@ class AwsCur2Source(_Strict):
     region: str | None = None
 
 
+class AwsCurLegacySource(_Strict):
+    """Legacy AWS Cost and Usage Report (CUR) CSV(.gz) files with ``lineItem/UnblendedCost``-style headers."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["aws_cur_legacy"]
+    path: str = Field(description="s3://bucket/prefix/report-name, a local folder with that layout, or CSV files")
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class GcpBillingExportSource(_Strict):
+    """Google Cloud Billing detailed export: from BigQuery (``table``) or the same rows as JSONL/Parquet (``path``)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["gcp_billing_export"]
+    table: str | None = Field(None, description="project.dataset.gcp_billing_export_resource_v1_XXXXXX_XXXXXX_XXXXXX")
+    path: str | None = Field(None, description="folder or glob of .jsonl/.json/.parquet export rows")
+    billing_project: str | None = Field(None, description="project that runs (and pays for) the BigQuery jobs")
+    api_endpoint: str | None = Field(None, description="BigQuery API endpoint override (proxies, tests)")
+    lookback_days: int = Field(3, ge=0, description="re-read rows exported this many days before the last load")
+    catalog_prices: bool = Field(False, description="fill missing list prices from the Cloud Billing Catalog API")
+    catalog_api_endpoint: str | None = None
+    credentials_env: str = Field(
+        "GOOGLE_APPLICATION_CREDENTIALS", description="env var naming the service-account key file"
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> GcpBillingExportSource:
+        if (self.table is None) == (self.path is None):
+            raise ValueError(f"source {self.name!r}: set exactly one of table (BigQuery) or path (files)")
+        return self
+
+
+class AzureCostDetailsSource(_Strict):
+    """Azure Cost Management exports: cost details CSV (actual and amortized) or the FOCUS export."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["azure_cost_details"]
+    path: str = Field(description="folder or glob of the export's CSV(.gz)/Parquet files")
+    amortized_path: str | None = Field(
+        None, description="the amortized cost details export, when path holds the actual cost export"
+    )
+
+
 class FocusFileSource(_Strict):
     """Any FOCUS 1.0–1.2 export as CSV or Parquet files (CoreWeave, Nebius, Azure, AWS FOCUS exports)."""
 
@@ -49,7 +93,15 @@ class OpenAICostsSource(_Strict):
     max_retries: int = 5
 
 
-Source = Annotated[AwsCur2Source | FocusFileSource | OpenAICostsSource, Field(discriminator="type")]
+Source = Annotated[
+    AwsCur2Source
+    | AwsCurLegacySource
+    | GcpBillingExportSource
+    | AzureCostDetailsSource
+    | FocusFileSource
+    | OpenAICostsSource,
+    Field(discriminator="type"),
+]
 
 
 class OtelGenAITelemetry(_Strict):

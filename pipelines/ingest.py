@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import ModuleType
 
 import polars as pl
 
 from connectors import connector
-from connectors.base import BillingPeriod, LoadResult, SourceError
+from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
 from models.config import CogsConfig, OtelGenAITelemetry
 from models.focus import CHARGE_CATEGORIES, MONEY, conform, null_violations
 from models.usage import INFERENCE_USAGE_SCHEMA
@@ -36,10 +39,10 @@ def new_batch_id(source: str, period: str) -> str:
     return f"{source}-{period}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def _check_quarantine(name: str, result: LoadResult, rows: int, config: CogsConfig) -> None:
-    bad = result.quarantine.height
+def _check_quarantine(name: str, quarantine: pl.DataFrame, rows: int, config: CogsConfig) -> None:
+    bad = quarantine.height
     if bad and bad > config.ingest.max_quarantined_share * max(rows + bad, 1):
-        first = result.quarantine.row(0, named=True)
+        first = quarantine.row(0, named=True)
         raise SourceError(
             name,
             str(first["file"]),
@@ -49,15 +52,16 @@ def _check_quarantine(name: str, result: LoadResult, rows: int, config: CogsConf
         )
 
 
-def _focus_rows(name: str, source_type: str, period: str, batch_id: str, frame: pl.DataFrame) -> pl.DataFrame:
+def _focus_rows(
+    name: str, source_type: str, period: str, batch_id: str, frame: pl.DataFrame, offset: int
+) -> pl.DataFrame:
+    charge_number = (pl.int_range(pl.len()) + offset).cast(pl.String).str.zfill(8)
     frame = frame.with_columns(
         x_source=pl.lit(name),
         x_source_type=pl.lit(source_type),
         x_billing_period=pl.lit(period),
         x_batch_id=pl.lit(batch_id),
-        x_charge_id=pl.format(
-            "{}:{}:{}", pl.lit(name), pl.lit(period), pl.int_range(pl.len()).cast(pl.String).str.zfill(7)
-        ),
+        x_charge_id=pl.format("{}:{}:{}", pl.lit(name), pl.lit(period), charge_number),
     )
     try:
         rows = conform(frame)
@@ -70,9 +74,6 @@ def _focus_rows(name: str, source_type: str, period: str, batch_id: str, frame: 
     categories = set(rows["ChargeCategory"].unique().to_list()) - set(CHARGE_CATEGORIES)
     if categories:
         raise SourceError(name, "mapped rows", f"ChargeCategory not in {CHARGE_CATEGORIES}: {sorted(categories)}")
-    currencies = rows["BillingCurrency"].unique().to_list()
-    if len(currencies) > 1:
-        raise SourceError(name, "mapped rows", f"mixed billing currencies in one period: {sorted(currencies)}")
     return rows
 
 
@@ -84,59 +85,112 @@ def _usage_rows(name: str, period: str, batch_id: str, frame: pl.DataFrame) -> p
     return frame.select(pl.col(c).cast(t) for c, t in INFERENCE_USAGE_SCHEMA.items())
 
 
+def _batches(module: ModuleType, source: object, period: BillingPeriod, **kwargs: object) -> Iterator[LoadResult]:
+    """A connector that can stream yields batches (bounded memory); others return one result."""
+    if hasattr(module, "load_batches"):
+        yield from module.load_batches(source, period, **kwargs)
+    else:
+        yield module.load(source, period, **kwargs)
+
+
+@dataclass
+class _Totals:
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+    source_total: Decimal | None = Decimal(0)
+    billed: Decimal = Decimal(0)
+    currencies: set[str] = field(default_factory=set)
+    quarantine: list[pl.DataFrame] = field(default_factory=list)
+    repairs: Counter[str] = field(default_factory=Counter)
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def add(self, result: LoadResult, rows: pl.DataFrame) -> None:
+        self.rows += rows.height
+        self.files += result.files
+        self.source_total = (
+            None
+            if self.source_total is None or result.source_total is None
+            else self.source_total + result.source_total
+        )
+        self.quarantine.append(result.quarantine)
+        self.repairs.update(result.repairs)
+        self.stats.update(result.stats)
+        if "BilledCost" in rows.columns:
+            self.billed += rows["BilledCost"].sum() or Decimal(0)
+            self.currencies |= set(rows["BillingCurrency"].unique().to_list())
+
+
 def ingest(warehouse: Warehouse, config: CogsConfig, name: str, period_key: str) -> IngestSummary:
-    """Load source/telemetry ``name`` for ``period_key``; the warehouse keeps its previous state on error."""
+    """Load source/telemetry ``name`` for ``period_key`` in one transaction, streaming the connector's batches.
+
+    On any error the transaction rolls back: the warehouse keeps the previous load of the partition.
+    """
     period = BillingPeriod(period_key)
     batch_id = new_batch_id(name, period_key)
-    sources = {s.name: s for s in [*config.sources, *config.telemetry]}
-    source = sources[name]
+    source = {s.name: s for s in [*config.sources, *config.telemetry]}[name]
     module = connector(source.type)
-    if isinstance(source, OtelGenAITelemetry):
-        useful = {f: c.useful_output for f, c in config.features.items()}
-        result: LoadResult = module.load(source, period, useful_output=useful)
-        rows = _usage_rows(name, period_key, batch_id, result.frame)
-        table, where = "inference_usage", {"source": name, "billing_period": period_key}
-        billed = None
-    else:
-        result = module.load(source, period)
-        rows = _focus_rows(name, source.type, period_key, batch_id, result.frame)
-        table, where = "focus_costs", {"x_source": name, "x_billing_period": period_key}
-        billed = rows["BilledCost"].sum() if rows.height else Decimal(0)
-    _check_quarantine(name, result, rows.height, config)
-    quarantine = result.quarantine.with_columns(
-        batch_id=pl.lit(batch_id), source=pl.lit(name), billing_period=pl.lit(period_key)
-    ).select("batch_id", "source", "billing_period", "file", "line", "reason")
-    batch = pl.DataFrame(
-        [
-            {
-                "batch_id": batch_id,
-                "source": name,
-                "source_type": source.type,
-                "billing_period": period_key,
-                "loaded_at": datetime.now(UTC),
-                "rows_loaded": rows.height,
-                "rows_quarantined": quarantine.height,
-                "files": len(result.files),
-                "source_total": result.source_total,
-                "loaded_billed_cost": billed,
-                "repairs": json.dumps(result.repairs, sort_keys=True),
-            }
-        ],
-        schema_overrides={"source_total": MONEY, "loaded_billed_cost": MONEY},
+    usage = isinstance(source, OtelGenAITelemetry)
+    table, where = (
+        ("inference_usage", {"source": name, "billing_period": period_key})
+        if usage
+        else ("focus_costs", {"x_source": name, "x_billing_period": period_key})
     )
+    kwargs = {"useful_output": {f: c.useful_output for f, c in config.features.items()}} if usage else {}
+    totals = _Totals()
     with warehouse.transaction() as conn:
-        warehouse.replace(table, where, rows, conn)
+        warehouse.delete(table, where, conn)
+        for result in _batches(module, source, period, **kwargs):
+            if usage:
+                rows = _usage_rows(name, period_key, batch_id, result.frame)
+            else:
+                rows = _focus_rows(name, source.type, period_key, batch_id, result.frame, offset=totals.rows)
+            warehouse.insert(table, rows, conn)
+            totals.add(result, rows)
+        if len(totals.currencies) > 1:
+            raise SourceError(
+                name, "mapped rows", f"mixed billing currencies in one period: {sorted(totals.currencies)}"
+            )
+        quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *totals.quarantine], how="vertical_relaxed")
+        _check_quarantine(name, quarantine, totals.rows, config)
+        quarantine = quarantine.select(
+            batch_id=pl.lit(batch_id),
+            source=pl.lit(name),
+            billing_period=pl.lit(period_key),
+            file="file",
+            line="line",
+            reason="reason",
+        )
+        billed = None if usage else totals.billed
+        source_total = totals.source_total if totals.source_total is not None and not usage else None
+        batch = pl.DataFrame(
+            [
+                {
+                    "batch_id": batch_id,
+                    "source": name,
+                    "source_type": source.type,
+                    "billing_period": period_key,
+                    "loaded_at": datetime.now(UTC),
+                    "rows_loaded": totals.rows,
+                    "rows_quarantined": quarantine.height,
+                    "files": len(totals.files),
+                    "source_total": source_total,
+                    "loaded_billed_cost": billed,
+                    "repairs": json.dumps(dict(totals.repairs), sort_keys=True),
+                }
+            ],
+            schema_overrides={"source_total": MONEY, "loaded_billed_cost": MONEY},
+        )
         warehouse.replace("ingest_quarantine", {"source": name, "billing_period": period_key}, quarantine, conn)
-        warehouse.replace("ingest_batches", {"batch_id": batch_id}, batch, conn)
+        warehouse.insert("ingest_batches", batch, conn)
     return IngestSummary(
         source=name,
         billing_period=period_key,
         batch_id=batch_id,
-        rows=rows.height,
+        rows=totals.rows,
         quarantined=quarantine.height,
-        files=len(result.files),
-        source_total=result.source_total,
+        files=len(totals.files),
+        source_total=source_total,
         loaded_billed_cost=billed,
-        repairs=result.repairs,
-        stats=result.stats,
+        repairs=dict(totals.repairs),
+        stats=dict(totals.stats),
     )

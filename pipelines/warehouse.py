@@ -111,8 +111,15 @@ class Warehouse(dg.ConfigurableResource):
         if conn is None:
             with self.transaction() as own:
                 return self.replace(table, where, frame, own)
+        self.delete(table, where, conn)
+        return self.insert(table, frame, conn)
+
+    def delete(self, table: str, where: Mapping[str, str], conn: sa.Connection) -> None:
         condition = " AND ".join(f"{_quote(k)} = :{k}" for k in where) or "TRUE"
         conn.execute(sa.text(f"DELETE FROM {table} WHERE {condition}"), dict(where))
+
+    def insert(self, table: str, frame: pl.DataFrame, conn: sa.Connection) -> int:
+        """Bulk-insert ``frame`` inside the caller's transaction (e.g. one batch of a streamed load)."""
         if frame.height:
             try:
                 self._bulk_insert(conn, table, frame)
