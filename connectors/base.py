@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import polars as pl
+
+from models.period import BillingPeriod
+
+__all__ = ["QUARANTINE_SCHEMA", "BillingPeriod", "LoadResult", "SourceError"]
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
@@ -22,23 +25,6 @@ class SourceError(RuntimeError):
         self.source, self.where, self.problem = source, where, problem
         msg = f"source {source!r}: {where}: {problem}"
         super().__init__(f"{msg}. {hint}" if hint else msg)
-
-
-@dataclass(frozen=True)
-class BillingPeriod:
-    """A calendar month, the partition of every bill: ``[start, end)`` in UTC."""
-
-    key: str  # YYYY-MM
-
-    @property
-    def start(self) -> datetime:
-        y, m = map(int, self.key.split("-"))
-        return datetime(y, m, 1, tzinfo=UTC)
-
-    @property
-    def end(self) -> datetime:
-        s = self.start
-        return datetime(s.year + (s.month == 12), s.month % 12 + 1, 1, tzinfo=UTC)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from models.allocation import allocate
 from models.anomaly import ANOMALY_SCHEMA, Series, group_runs, rank_drivers, score_days
 from models.config import CogsConfig
 from models.focus import CHARGE_CATEGORIES, REQUIRED_COLUMNS
+from models.period import BillingPeriod
 from pipelines.ingest import ingest
 from pipelines.warehouse import Warehouse
 
@@ -262,7 +263,7 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
 
 def detect_anomalies(warehouse: Warehouse, config: CogsConfig, period: str) -> pl.DataFrame:
     """Score each feature's daily spend and unit cost over the month and the 28 days before it."""
-    start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
+    start = BillingPeriod(period).start
     history_start = (start - timedelta(days=28)).date()
     daily = warehouse.read(
         "SELECT date, feature, cogs, useful_outputs FROM feature_costs_daily "

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from connectors.base import SourceError
 from models.config import CogsConfig, ConfigError
+from models.period import BillingPeriod
 from pipelines.settings import CONFIG_ENV, DEFAULT_CONFIG, ensure_dagster_home, load_config
 from pipelines.warehouse import Warehouse
 
@@ -45,8 +46,7 @@ MonthOption = Annotated[str | None, typer.Option("--month", "-m", help="billing 
 
 
 def last_month(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return f"{now.year - (now.month == 1)}-{(now.month - 2) % 12 + 1:02d}"
+    return BillingPeriod.containing(now or datetime.now(UTC)).previous.key
 
 
 def _resolve_config(path: Path | None) -> CogsConfig:
@@ -221,7 +221,6 @@ def explain(
 def check(config: ConfigOption = None, month: MonthOption = None) -> None:
     """Validate cogs.yaml and read each source for a month without writing (a dry run); exit 1 if any fails."""
     from connectors import connector
-    from connectors.base import BillingPeriod
     from models.config import OtelGenAITelemetry
 
     cfg = _resolve_config(config)

@@ -6,16 +6,17 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from models.period import BillingPeriod
+
 RESTATEMENT_DAYS = 15  # AWS may update the previous billing period for up to two weeks after it closes
 
 
 def months_to_refresh(now: datetime) -> list[str]:
     """The month in progress, and the previous one while it can still be restated."""
-    current = f"{now:%Y-%m}"
+    current = BillingPeriod.containing(now)
     if now.day > RESTATEMENT_DAYS:
-        return [current]
-    previous = f"{now.year - (now.month == 1)}-{(now.month - 2) % 12 + 1:02d}"
-    return [previous, current]
+        return [current.key]
+    return [current.previous.key, current.key]
 
 
 def daily_refresh(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+
+from models.period import BillingPeriod
 
 COMPANY = "Lumen Assist, Inc."
 
@@ -150,13 +152,11 @@ class DemoMonth:
 
     @property
     def start(self) -> datetime:
-        y, m = map(int, self.month.split("-"))
-        return datetime(y, m, 1, tzinfo=UTC)
+        return BillingPeriod(self.month).start
 
     @property
     def end(self) -> datetime:
-        s = self.start
-        return datetime(s.year + (s.month == 12), s.month % 12 + 1, 1, tzinfo=UTC)
+        return BillingPeriod(self.month).end
 
     def hours(self) -> list[datetime]:
         n = int((self.end - self.start).total_seconds() // 3600)
