@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 
-from connectors.base import SourceError
-from connectors.http import ApiClient, backoff_seconds, retry_after_seconds
+from connectors.base import BillingPeriod, SourceError
+from connectors.http import (
+    ApiClient,
+    DayPlan,
+    DayStore,
+    HttpStatusError,
+    backoff_seconds,
+    dumps_exact,
+    fetch_by_day,
+    plan_days,
+    retry_after_seconds,
+    store_key,
+)
 
 KEY = "sk-admin-Zq8v3Lk2PnX7rT1wYb6cHs0dMf4gJ9uE"
 ENV = "TEST_PROVIDER_KEY"
@@ -184,3 +196,177 @@ def test_paginate_rejects_has_more_without_cursor() -> None:
     handler, _ = scripted(httpx.Response(200, content=body))
     with client(handler) as api, pytest.raises(SourceError, match="'next_page' is empty although 'has_more' is true"):
         list(api.paginate("/v1/list"))
+
+
+# --- provider-specific auth, status errors, other pagination shapes ---------------------------------
+
+
+def test_provider_auth_header_without_scheme_and_configurable_provider_name() -> None:
+    error = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+    handler, seen = scripted(httpx.Response(401, json=error))
+    api = ApiClient(
+        source="claude",
+        provider="Anthropic",
+        base_url="https://api.example.test",
+        token_env=ENV,
+        transport=httpx.MockTransport(handler),
+        auth_header="x-api-key",
+        auth_scheme=None,
+    )
+    with api, pytest.raises(HttpStatusError) as err:
+        api.get_json("/v1/organizations/cost_report")
+    assert seen[0].headers["x-api-key"] == KEY and "authorization" not in seen[0].headers
+    assert err.value.status == 401 and isinstance(err.value, SourceError)
+    assert str(err.value).startswith(
+        "source 'claude': GET https://api.example.test/v1/organizations/cost_report: HTTP 401: credentials rejected "
+        "by Anthropic: invalid x-api-key (authentication_error)."
+    )
+
+
+def test_529_overloaded_is_transient() -> None:
+    sleeps: list[float] = []
+    handler, _ = scripted(
+        httpx.Response(529, json={"type": "error", "error": {"type": "overloaded_error"}}),
+        httpx.Response(200, json={"ok": 1}),
+    )
+    with client(handler, sleeps) as api:
+        assert api.get_json("/x").body == {"ok": 1}
+    assert sleeps == [1.0]
+
+
+def test_paginate_with_id_cursors_like_anthropic_list_endpoints() -> None:
+    def listing(ids: list[str], has_more: bool) -> httpx.Response:
+        return httpx.Response(
+            200, json={"data": [{"id": i} for i in ids], "has_more": has_more, "first_id": ids[0], "last_id": ids[-1]}
+        )
+
+    handler, seen = scripted(listing(["w1", "w2"], True), listing(["w3"], False))
+    with client(handler) as api:
+        pages = list(
+            api.paginate("/v1/organizations/workspaces", {"limit": 2}, cursor_param="after_id", cursor_field="last_id")
+        )
+    assert [i["id"] for p in pages for i in p.body["data"]] == ["w1", "w2", "w3"]
+    assert [r.url.params.get("after_id") for r in seen] == [None, "w2"]
+
+
+def test_paginate_until_the_cursor_is_empty_when_there_is_no_has_more_field() -> None:
+    def results(items: list[int], token: str | None) -> httpx.Response:
+        return httpx.Response(200, json={"results": items, "next_token": token})
+
+    handler, seen = scripted(results([1, 2], "t2"), results([3], ""))
+    with client(handler) as api:
+        pages = list(
+            api.paginate(
+                "/api/v0/charges/",
+                items_field="results",
+                cursor_field="next_token",
+                cursor_param="after_token",
+                has_more_field=None,
+            )
+        )
+    assert [p.body["results"] for p in pages] == [[1, 2], [3]]
+    assert [r.url.params.get("after_token") for r in seen] == [None, "t2"]
+    bad, _ = scripted(httpx.Response(200, json={"items": []}))
+    with client(bad) as api, pytest.raises(SourceError, match="expected a JSON object with a 'results' list"):
+        list(api.paginate("/api/v0/charges/", items_field="results", has_more_field=None))
+
+
+def test_paginate_numbered_stops_on_a_short_or_empty_page() -> None:
+    handler, seen = scripted(page([1, 2], None), page([3, 4], None), page([5], None))
+    with client(handler) as api:
+        bodies = [p.body["data"] for p in api.paginate_numbered("/v2/billing", {"size": 2}, page_size=2)]
+    assert bodies == [[1, 2], [3, 4], [5]] and [r.url.params["page"] for r in seen] == ["1", "2", "3"]
+    handler, seen = scripted(page([1], None), page([], None))
+    with client(handler) as api:
+        assert [p.body["data"] for p in api.paginate_numbered("/v2/billing")] == [[1]]
+    assert len(seen) == 2
+
+
+# --- incremental sync by day ----------------------------------------------------------------------
+
+JUNE = BillingPeriod("2025-06")
+
+
+def test_plan_fetches_the_whole_month_without_a_lookback() -> None:
+    plan = plan_days(JUNE, today=date(2025, 6, 20), lookback_days=None, stored={date(2025, 6, 1)})
+    assert len(plan.fetch) == 30 and plan.reuse == ()
+    assert plan.ranges() == [(datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))]
+
+
+def test_plan_with_lookback_refetches_the_window_and_missing_days_and_reuses_the_rest() -> None:
+    stored = {date(2025, 6, d) for d in range(1, 21) if d != 7}
+    plan = plan_days(JUNE, today=date(2025, 6, 20), lookback_days=3, stored=stored)
+    assert plan.fetch == (date(2025, 6, 7), date(2025, 6, 17), date(2025, 6, 18), date(2025, 6, 19), date(2025, 6, 20))
+    assert plan.reuse == tuple(date(2025, 6, d) for d in range(1, 17) if d != 7)
+    assert plan.ranges() == [
+        (datetime(2025, 6, 7, tzinfo=UTC), datetime(2025, 6, 8, tzinfo=UTC)),
+        (datetime(2025, 6, 17, tzinfo=UTC), datetime(2025, 6, 21, tzinfo=UTC)),
+    ]
+    # A closed month whose days are all stored: only the window's overlap (here June 30) is fetched again.
+    closed = plan_days(JUNE, today=date(2025, 7, 2), lookback_days=2, stored={date(2025, 6, d) for d in range(1, 31)})
+    assert closed.fetch == (date(2025, 6, 30),) and len(closed.reuse) == 29
+    assert plan_days(JUNE, today=date(2025, 5, 31), lookback_days=2) == DayPlan(fetch=(), reuse=())
+
+
+def test_day_store_keeps_exact_amounts_and_serves_a_day_as_a_page(tmp_path: Path) -> None:
+    store = DayStore(tmp_path / "costs")
+    assert store.days() == set()
+    bucket = {"start_time": 1749945600, "results": [{"amount": {"value": Decimal("0.5617712500000000")}, "n": 3}]}
+    store.save(date(2025, 6, 15), {"headers": {"openai-organization": "org-1"}, "buckets": [bucket]})
+    assert store.days() == {date(2025, 6, 15)} and not list((tmp_path / "costs").glob("*.tmp"))
+    day = store.page(date(2025, 6, 15))
+    assert (
+        day.body["data"] == [bucket]
+        and str(day.body["data"][0]["results"][0]["amount"]["value"]) == "0.5617712500000000"
+    )
+    assert (
+        day.headers["openai-organization"] == "org-1"
+        and day.url.startswith("file://")
+        and day.url.endswith("2025-06-15.json")
+    )
+    assert dumps_exact({"a": [Decimal("1.10"), 2, None, "x"]}) == '{"a":[1.10,2,null,"x"]}'
+
+
+def test_fetch_by_day_stores_fetched_days_and_rebuilds_the_rest(tmp_path: Path) -> None:
+    def day_bucket(d: int, value: str) -> dict:
+        start = int(datetime(2025, 6, d, tzinfo=UTC).timestamp())
+        return {"start_time": start, "end_time": start + 86400, "results": [{"v": Decimal(value)}]}
+
+    def bucket_day(b: dict) -> date:
+        return datetime.fromtimestamp(b["start_time"], UTC).date()
+
+    def query(start: datetime, end: datetime) -> dict:
+        return {"start_time": int(start.timestamp()), "end_time": int(end.timestamp())}
+
+    store = DayStore(tmp_path)
+    served = {d: day_bucket(d, f"{d}.5") for d in range(1, 4)}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        start, end = int(request.url.params["start_time"]), int(request.url.params["end_time"])
+        data = [b for b in served.values() if start <= b["start_time"] < end]
+        return httpx.Response(200, content=dumps_exact({"data": data, "has_more": False, "next_page": None}))
+
+    with client(handler) as api:
+        first = plan_days(JUNE, today=date(2025, 6, 3), lookback_days=1, stored=store.days())
+        pages = fetch_by_day(api, "/v1/costs", query, plan=first, bucket_day=bucket_day, store=store)
+        assert [b["results"][0]["v"] for p in pages for b in p.body["data"]] == [
+            Decimal("1.5"),
+            Decimal("2.5"),
+            Decimal("3.5"),
+        ]
+        served[3] = day_bucket(3, "30.25")  # the provider restates day 3; day 4 is new
+        served[4] = day_bucket(4, "4.5")
+        second = plan_days(JUNE, today=date(2025, 6, 4), lookback_days=1, stored=store.days())
+        assert second.fetch == (date(2025, 6, 3), date(2025, 6, 4))
+        pages = fetch_by_day(api, "/v1/costs", query, plan=second, bucket_day=bucket_day, store=store)
+    values = sorted(b["results"][0]["v"] for p in pages for b in p.body["data"])
+    assert values == [Decimal("1.5"), Decimal("2.5"), Decimal("4.5"), Decimal("30.25")]
+    assert store.days() == {date(2025, 6, d) for d in range(1, 5)}
+    assert store.load(date(2025, 6, 3))["buckets"][0]["results"][0]["v"] == Decimal("30.25")
+
+
+def test_store_key_separates_queries() -> None:
+    a = store_key("/v1/organization/costs", {"group_by": ["project_id", "line_item"], "limit": 31})
+    assert a == store_key("/v1/organization/costs", {"limit": 31, "group_by": ["project_id", "line_item"]})
+    assert a != store_key("/v1/organization/costs", {"group_by": ["project_id"], "limit": 31})
+    assert a.startswith("v1_organization_costs-")

@@ -1,7 +1,8 @@
 """The demo company: its features, where each runs, and its traffic, hour by hour.
 
-Every demo generator (AWS CUR 2.0, the GPU cloud's FOCUS export, OpenAI's Costs API pages, OTel
-spans) reads this one model, so bills and telemetry describe the same month of the same business.
+Every demo generator (AWS CUR 2.0, the GPU cloud's FOCUS export, OpenAI's Costs API pages,
+Anthropic's Admin API reports, OTel spans) reads this one model, so bills and telemetry describe
+the same month of the same business.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ GPU_CLOUD_PROVIDER = "Nebius"
 DEPLOYMENT_AWS_LLAMA = "vllm-llama70b.inference-prod.svc.cluster.local"
 DEPLOYMENT_GPUCLOUD_QWEN = "vllm-qwen-coder.nebius-eu-north1.internal"
 DEPLOYMENT_OPENAI = "api.openai.com"
+DEPLOYMENT_ANTHROPIC = "api.anthropic.com"
+
+ANTHROPIC_ORG = "7c1e4b2a-93d5-4f08-b6a1-2e9d5c3f8a40"  # Admin API organization ids are UUIDs
+ANTHROPIC_ORG_NAME = COMPANY
+ANTHROPIC_WORKSPACE = "wrkspc_01K2hTq8NvY4cLm7RzW3pXs6"  # Console (Workbench) use goes to the default one
+ANTHROPIC_WORKSPACE_NAME = "doc-summaries"
+ANTHROPIC_WORKSPACE_TAGS = {"env": "prod", "team": "documents"}
+ANTHROPIC_API_KEY_ID = "apikey_01K2hVb5Qr8mZt3LwN6yCx4D"
 
 # OpenAI list prices, USD per 1M tokens (platform.openai.com/docs/pricing).
 OPENAI_PRICES: dict[str, dict[str, Decimal]] = {
@@ -33,6 +42,18 @@ OPENAI_PRICES: dict[str, dict[str, Decimal]] = {
         "input": Decimal("0.40"),
         "cached_input": Decimal("0.10"),
         "output": Decimal("1.60"),
+    },
+}
+
+# Anthropic list prices, USD per 1M tokens (platform.claude.com/docs/en/about-claude/pricing), by the
+# cost report's token_type.
+ANTHROPIC_PRICES: dict[str, dict[str, Decimal]] = {
+    "claude-sonnet-4-5-20250929": {
+        "uncached_input_tokens": Decimal("3.00"),
+        "cache_creation.ephemeral_5m_input_tokens": Decimal("3.75"),
+        "cache_creation.ephemeral_1h_input_tokens": Decimal("6.00"),
+        "cache_read_input_tokens": Decimal("0.30"),
+        "output_tokens": Decimal("15.00"),
     },
 }
 
@@ -117,8 +138,9 @@ FEATURES: tuple[Feature, ...] = (
         routes=(
             Route(0.6, DEPLOYMENT_OPENAI, "openai", "gpt-4.1-mini-2025-04-14", 14_000, 900, 2_000),
             Route(
-                0.4, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 9_000, 700, gpu_seconds=36.0
+                0.2, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 9_000, 700, gpu_seconds=36.0
             ),
+            Route(0.2, DEPLOYMENT_ANTHROPIC, "anthropic", "claude-sonnet-4-5-20250929", 14_000, 900, 2_000),
         ),
         error_rate=0.02,
         retry_rate=0.03,

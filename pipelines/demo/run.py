@@ -10,8 +10,11 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.demo import anthropic as anthropic_pages
 from pipelines.demo import aws_cur2, gpu_cloud, openai_costs, otel_spans
+from pipelines.demo.anthropic_server import AnthropicServer
 from pipelines.demo.company import (
+    ANTHROPIC_WORKSPACE,
     COMPANY,
     DEPLOYMENT_AWS_LLAMA,
     DEPLOYMENT_GPUCLOUD_QWEN,
@@ -22,6 +25,8 @@ from pipelines.demo.fixture_server import FixtureServer
 
 DEMO_API_KEY_ENV = "OPENAI_ADMIN_KEY"
 DEMO_API_KEY = "sk-admin-demo-0000000000000000"  # accepted only by the local replay server
+DEMO_ANTHROPIC_KEY_ENV = "ANTHROPIC_ADMIN_KEY"
+DEMO_ANTHROPIC_KEY = "sk-ant-admin01-demo-0000000000000000"  # accepted only by the local replay server
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class DemoFiles:
     aws_export: Path
     gpu_cloud: Path
     openai_pages: Path
+    anthropic_pages: Path
     otel: Path
 
     def describe(self) -> list[str]:
@@ -42,6 +48,7 @@ class DemoFiles:
             f"AWS CUR 2.0 ({size(self.aws_export)})",
             f"GPU cloud FOCUS ({size(self.gpu_cloud)})",
             f"OpenAI Costs API pages ({size(self.openai_pages)})",
+            f"Anthropic Admin API pages ({size(self.anthropic_pages)})",
             f"OTel GenAI spans ({size(self.otel)})",
         ]
 
@@ -56,11 +63,14 @@ def generate(month: str, seed: int, out_dir: Path) -> DemoFiles:
         aws_export=aws_cur2.write(demo, out_dir, seed).resolve(),
         gpu_cloud=gpu_cloud.write(demo, out_dir, seed).resolve(),
         openai_pages=openai_costs.write(demo, out_dir, seed).resolve(),
+        anthropic_pages=anthropic_pages.write(demo, out_dir, seed).resolve(),
         otel=otel_spans.write(demo, out_dir, seed).resolve(),
     )
 
 
-def demo_config(files: DemoFiles, openai_base_url: str, warehouse: str = "duckdb:///.cogs/warehouse.duckdb") -> dict:
+def demo_config(
+    files: DemoFiles, openai_base_url: str, anthropic_base_url: str, warehouse: str = "duckdb:///.cogs/warehouse.duckdb"
+) -> dict:
     """The demo's cogs.yaml: four sources, the telemetry, and the pools that share costs."""
     return {
         "company": COMPANY,
@@ -70,6 +80,12 @@ def demo_config(files: DemoFiles, openai_base_url: str, warehouse: str = "duckdb
             {"name": "aws_cur", "type": "aws_cur2", "path": str(files.aws_export)},
             {"name": "gpu_cloud", "type": "focus_file", "path": str(files.gpu_cloud)},
             {"name": "openai", "type": "openai_costs", "base_url": openai_base_url, "api_key_env": DEMO_API_KEY_ENV},
+            {
+                "name": "anthropic",
+                "type": "anthropic_costs",
+                "base_url": anthropic_base_url,
+                "api_key_env": DEMO_ANTHROPIC_KEY_ENV,
+            },
         ],
         "telemetry": [{"name": "otel", "type": "otel_genai", "path": str(files.otel)}],
         "allocation": {
@@ -95,6 +111,13 @@ def demo_config(files: DemoFiles, openai_base_url: str, warehouse: str = "duckdb
                     "usage": {"providers": ["openai"]},
                     "driver": "tokens",
                 },
+                {
+                    # The default workspace's Console use stays unallocated on purpose.
+                    "name": "anthropic_doc_summaries",
+                    "charges": {"source": "anthropic", "sub_account_ids": [ANTHROPIC_WORKSPACE]},
+                    "usage": {"providers": ["anthropic"]},
+                    "driver": "tokens",
+                },
             ],
         },
         "features": {f.name: {"description": f.description, "useful_output": f.useful_output} for f in FEATURES},
@@ -103,13 +126,19 @@ def demo_config(files: DemoFiles, openai_base_url: str, warehouse: str = "duckdb
 
 @contextmanager
 def serve_api(files: DemoFiles) -> Iterator[Path]:
-    """Serve the recorded OpenAI pages on 127.0.0.1 and yield the demo's cogs.yaml pointing at them."""
-    with FixtureServer.from_pages(files.openai_pages, api_key=DEMO_API_KEY) as server:
+    """Serve the recorded OpenAI and Anthropic pages on 127.0.0.1; yield the demo's cogs.yaml pointing at them."""
+    with (
+        FixtureServer.from_pages(files.openai_pages, api_key=DEMO_API_KEY) as server,
+        AnthropicServer.from_pages(files.anthropic_pages, api_key=DEMO_ANTHROPIC_KEY) as anthropic_server,
+    ):
         os.environ[DEMO_API_KEY_ENV] = DEMO_API_KEY
+        os.environ[DEMO_ANTHROPIC_KEY_ENV] = DEMO_ANTHROPIC_KEY
         path = files.root / "cogs.yaml"
         header = (
-            "# Written by `cogs demo`. The openai source points at a local replay of the Costs API\n"
-            "# that runs only while `cogs demo` does; point base_url at https://api.openai.com for real use.\n"
+            "# Written by `cogs demo`. The openai and anthropic sources point at local replays of their APIs\n"
+            "# that run only while `cogs demo` does; drop base_url to use the real APIs.\n"
         )
-        path.write_text(header + yaml.safe_dump(demo_config(files, server.base_url), sort_keys=False))
+        path.write_text(
+            header + yaml.safe_dump(demo_config(files, server.base_url, anthropic_server.base_url), sort_keys=False)
+        )
         yield path
