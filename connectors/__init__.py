@@ -12,7 +12,14 @@ MODULES: dict[str, str] = {
     "azure_cost_details": "connectors.azure_cost_details",
     "focus_file": "connectors.focus_file",
     "openai_costs": "connectors.openai_costs",
+    "openai_costs_usage": "connectors.openai_usage",
+    "anthropic_costs": "connectors.anthropic",
     "otel_genai": "connectors.otel_genai",
+    "runpod": "connectors.runpod",
+    "vastai": "connectors.vastai",
+    "lambda_cloud": "connectors.lambda_cloud",
+    "coreweave_focus": "connectors.coreweave",
+    "reserved_capacity": "connectors.reserved_capacity",
 }
 
 

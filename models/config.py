@@ -6,6 +6,8 @@ Secrets never live in the file: API connectors name the environment variable tha
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Literal
 
 import yaml
@@ -47,10 +49,14 @@ class GcpBillingExportSource(_Strict):
     table: str | None = Field(None, description="project.dataset.gcp_billing_export_resource_v1_XXXXXX_XXXXXX_XXXXXX")
     path: str | None = Field(None, description="folder or glob of .jsonl/.json/.parquet export rows")
     billing_project: str | None = Field(None, description="project that runs (and pays for) the BigQuery jobs")
-    api_endpoint: str | None = Field(None, description="BigQuery API endpoint override (proxies, tests)")
-    lookback_days: int = Field(3, ge=0, description="re-read rows exported this many days before the last load")
+    api_endpoint: str | None = Field(None, description="BigQuery API endpoint override (proxies, emulators, tests)")
+    partition_margin_days: int = Field(
+        35, ge=1, le=400, description="days of partitions searched before and after the invoice month for its rows"
+    )
     catalog_prices: bool = Field(False, description="fill missing list prices from the Cloud Billing Catalog API")
     catalog_api_endpoint: str | None = None
+    catalog_cache_hours: int = Field(24, ge=0, description="how long cached Catalog API prices are reused")
+    cache_dir: str = Field(".cogs/cache", description="folder for cached Catalog API prices (gcp_catalog/)")
     credentials_env: str = Field(
         "GOOGLE_APPLICATION_CREDENTIALS", description="env var naming the service-account key file"
     )
@@ -67,14 +73,16 @@ class AzureCostDetailsSource(_Strict):
 
     name: str = Field(pattern=NAME_PATTERN)
     type: Literal["azure_cost_details"]
-    path: str = Field(description="folder or glob of the export's CSV(.gz)/Parquet files")
+    path: str = Field(
+        description="folder or glob of the export's CSV(.gz)/Parquet files: the FOCUS export or the actual cost export"
+    )
     amortized_path: str | None = Field(
         None, description="the amortized cost details export, when path holds the actual cost export"
     )
 
 
 class FocusFileSource(_Strict):
-    """Any FOCUS 1.0–1.2 export as CSV or Parquet files (CoreWeave, Nebius, Azure, AWS FOCUS exports)."""
+    """Any FOCUS 1.0–1.3 export as CSV or Parquet files (Nebius, Oracle, AWS/Azure/GCP FOCUS exports), read as 1.2."""
 
     name: str = Field(pattern=NAME_PATTERN)
     type: Literal["focus_file"]
@@ -93,79 +101,496 @@ class OpenAICostsSource(_Strict):
     max_retries: int = 5
 
 
+OpenAIUsageEndpoint = Literal[
+    "completions",
+    "embeddings",
+    "moderations",
+    "images",
+    "audio_speeches",
+    "audio_transcriptions",
+    "vector_stores",
+    "code_interpreter_sessions",
+]
+_LOOKBACK_HELP = (
+    "unset: fetch the whole month every run (always correct); N: re-fetch only the last N days and "
+    "rebuild the rest of the month from the raw daily responses kept in cache_dir"
+)
+_CACHE_HELP = "where raw daily responses are kept when lookback_days is set"
+
+
+class OpenAICostsUsageSource(OpenAICostsSource):
+    """OpenAI Costs API amounts, with token quantities joined from the organization Usage API."""
+
+    type: Literal["openai_costs_usage"]  # type: ignore[assignment]
+    usage_endpoints: list[OpenAIUsageEndpoint] = Field(
+        default_factory=lambda: ["completions", "embeddings", "moderations", "images", "audio_speeches",
+                                 "audio_transcriptions", "vector_stores", "code_interpreter_sessions"],
+        description="/v1/organization/usage/<endpoint> reports to read",
+    )  # fmt: skip
+    lookback_days: int | None = Field(None, ge=1, description=_LOOKBACK_HELP)
+    cache_dir: str = Field(".cogs/api_cache", description=_CACHE_HELP)
+
+
+class AnthropicCostsSource(_Strict):
+    """Anthropic Admin API: cost report (amounts) and messages usage report (token quantities)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["anthropic_costs"]
+    base_url: str = "https://api.anthropic.com"
+    api_key_env: str = Field("ANTHROPIC_ADMIN_KEY", description="env var holding an Admin key (sk-ant-admin...)")
+    anthropic_version: str = "2023-06-01"
+    usage_report: bool = Field(True, description="fill token quantities from /v1/organizations/usage_report/messages")
+    timeout_seconds: float = 30.0
+    max_retries: int = 5
+    lookback_days: int | None = Field(None, ge=1, description=_LOOKBACK_HELP)
+    cache_dir: str = Field(".cogs/api_cache", description=_CACHE_HELP)
+
+
+class RunPodSource(_Strict):
+    """RunPod REST API v1 billing history: ``GET /billing/{pods,endpoints,networkvolumes}``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["runpod"]
+    base_url: str = "https://rest.runpod.io/v1"
+    api_key_env: str = "RUNPOD_API_KEY"
+    billing_account_id: str | None = Field(None, description="BillingAccountId (the API names none); default: name")
+    bucket_size: Literal["hour", "day"] = "hour"
+    resources: list[Literal["pods", "endpoints", "networkvolumes"]] = Field(
+        default_factory=lambda: ["pods", "endpoints", "networkvolumes"]
+    )
+    timeout_seconds: float = 30.0
+    max_retries: int = 5
+
+
+class VastAiSource(_Strict):
+    """Vast.ai charges API (``GET /api/v0/charges/``), one day at a time, cursor pages."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["vastai"]
+    base_url: str = "https://console.vast.ai"
+    api_key_env: str = "VAST_API_KEY"
+    billing_account_id: str | None = Field(None, description="BillingAccountId (the API names none); default: name")
+    charge_types: list[Literal["instance", "volume", "serverless"]] = Field(
+        default_factory=list, description="empty: every charge type"
+    )
+    page_limit: int = Field(100, ge=1, le=100, description="results per page (the CLI caps it at 100)")
+    timeout_seconds: float = 30.0
+    max_retries: int = 5
+
+
+class LambdaCloudSource(_Strict):
+    """Lambda Cloud: estimated from sampled instance uptime × list price until an invoice CSV replaces it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["lambda_cloud"]
+    base_url: str = "https://cloud.lambda.ai"
+    api_key_env: str = "LAMBDA_API_KEY"
+    billing_account_id: str | None = Field(None, description="BillingAccountId (the API names none); default: name")
+    uptime_log_dir: str = Field(description="folder the sampling sensor appends <YYYY-MM>.jsonl files to")
+    invoice_path: str | None = Field(None, description="folder or glob of invoice CSVs that replace the estimate")
+    billable_statuses: list[str] = Field(
+        default_factory=lambda: ["active", "unhealthy"], description="instance statuses Lambda bills for"
+    )
+    max_sample_gap_minutes: int = Field(
+        10, ge=1, description="a sample counts until the next one, but never longer than this"
+    )
+    timeout_seconds: float = 30.0
+    max_retries: int = 5
+
+
+class CoreWeaveSource(_Strict):
+    """CoreWeave FOCUS Billing Export (usage quantities only), priced with a rate card."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["coreweave_focus"]
+    path: str = Field(description="folder or glob of the export's .csv/.csv.gz/.json/.jsonl files")
+    rate_card: dict[str, Decimal] = Field(
+        description="price per PricingUnit, keyed by SkuPriceId or SkuId (SkuPriceId wins)", min_length=1
+    )
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+
+
+class ReservedContract(_Strict):
+    """One reserved GPU capacity contract: N GPUs for a term at a contracted hourly rate."""
+
+    id: str = Field(min_length=1)
+    name: str | None = None
+    provider: str = Field(min_length=1)
+    billing_account_id: str | None = Field(None, description="default: the source name")
+    region: str | None = None
+    gpu_type: str = Field(min_length=1)
+    gpu_count: int = Field(gt=0)
+    start: datetime = Field(description="UTC, on the hour (a date means midnight UTC)")
+    end: datetime = Field(description="UTC, on the hour, exclusive")
+    hourly_rate_per_gpu: Decimal | None = Field(None, ge=0)
+    hourly_rate_total: Decimal | None = Field(None, ge=0)
+    upfront: Decimal = Field(Decimal(0), ge=0, description="paid at start, amortized over every hour of the term")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    deployments: list[str] = Field(default_factory=list, description="telemetry deployments this capacity serves")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc_on_the_hour(cls, v: datetime) -> datetime:
+        v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        if (v.minute, v.second, v.microsecond) != (0, 0, 0):
+            raise ValueError(f"{v.isoformat()} is not on the hour (contracts are amortized per hour)")
+        return v
+
+    @model_validator(mode="after")
+    def _term_and_rate(self) -> ReservedContract:
+        if self.end <= self.start:
+            raise ValueError(f"contract {self.id!r}: end must be after start")
+        if (self.hourly_rate_per_gpu is None) == (self.hourly_rate_total is None):
+            raise ValueError(f"contract {self.id!r}: set exactly one of hourly_rate_per_gpu or hourly_rate_total")
+        return self
+
+    @property
+    def hourly_total(self) -> Decimal:
+        """The recurring fee per hour for all GPUs of the contract."""
+        if self.hourly_rate_total is not None:
+            return self.hourly_rate_total
+        return self.gpu_count * (self.hourly_rate_per_gpu or Decimal(0))
+
+
+class ReservedCapacitySource(_Strict):
+    """Reserved GPU capacity and committed spend that no API reports, declared here."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["reserved_capacity"]
+    contracts: list[ReservedContract] = Field(min_length=1)
+
+    @field_validator("contracts")
+    @classmethod
+    def _unique_ids(cls, v: list[ReservedContract]) -> list[ReservedContract]:
+        ids = [c.id for c in v]
+        if dup := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"contract ids must be unique; repeated: {dup}")
+        return v
+
+
 Source = Annotated[
     AwsCur2Source
     | AwsCurLegacySource
     | GcpBillingExportSource
     | AzureCostDetailsSource
     | FocusFileSource
-    | OpenAICostsSource,
+    | OpenAICostsSource
+    | OpenAICostsUsageSource
+    | AnthropicCostsSource
+    | RunPodSource
+    | VastAiSource
+    | LambdaCloudSource
+    | CoreWeaveSource
+    | ReservedCapacitySource,
     Field(discriminator="type"),
 ]
 
 
 class OtelGenAITelemetry(_Strict):
-    """OpenTelemetry GenAI spans exported as OTLP JSON lines (the collector's file exporter)."""
+    """OpenTelemetry GenAI spans as OTLP JSON lines: the Collector's file exporter, or ``cogs collect``'s output.
+
+    Feature, environment and customer are looked up on the span first, then on its resource.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     type: Literal["otel_genai"]
-    path: str = Field(description="folder or glob of .jsonl / .json files, one ExportTraceServiceRequest a line")
+    path: str = Field(description="folder or glob of .jsonl / .json(.gz) files, one ExportTraceServiceRequest a line")
     feature_attribute: str = "app.feature"
     environment_attribute: str = "deployment.environment.name"
     deployment_attribute: str = "server.address"
-    accepted_attribute: str = "app.user_accepted"
+    customer_attribute: str | None = Field(
+        None, description="attribute holding the customer id (e.g. app.customer.id); unset: no customer column"
+    )
+    customer_hash_salt_env: str | None = Field(
+        None, description="environment variable holding the salt: customer ids are stored as HMAC-SHA256 pseudonyms"
+    )
+    store_raw_customer: bool = Field(False, description="store customer ids unhashed (only when they are not personal)")
+    accepted_attribute: str = Field("app.user_accepted", description="span attribute: true when the user accepted")
+    feedback_event: str | None = Field(
+        None, description="span event carrying user feedback, e.g. gen_ai.evaluation.result; unset: attribute only"
+    )
+    feedback_name: str | None = Field(
+        None, description="only feedback events whose gen_ai.evaluation.name is this (e.g. user_acceptance)"
+    )
+    feedback_attribute: str = Field("gen_ai.evaluation.score.label", description="the feedback event's verdict")
+    feedback_accepted_values: list[str] = Field(
+        default_factory=lambda: ["accepted"], description="verdicts (case-insensitive) that mean the user accepted"
+    )
     retry_attribute: str = "app.retry.attempt"
     self_hosted_providers: list[str] = Field(
         default_factory=lambda: ["vllm"],
         description="providers whose span duration counts as GPU-seconds on the serving deployment",
     )
+    max_clock_skew_seconds: int = Field(
+        3_600, ge=0, description="spans starting this far outside their export hour are counted at the export hour"
+    )
+
+    @model_validator(mode="after")
+    def _customer_ids_are_protected(self) -> OtelGenAITelemetry:
+        if self.customer_attribute and not self.customer_hash_salt_env and not self.store_raw_customer:
+            raise ValueError(
+                "customer_attribute needs customer_hash_salt_env (an environment variable holding a salt), "
+                "or store_raw_customer: true to keep raw customer ids"
+            )
+        return self
 
 
 Telemetry = Annotated[OtelGenAITelemetry, Field(discriminator="type")]
 
 
-class ChargeMatch(_Strict):
-    """Which charge rows of focus_costs belong to a pool. Every given condition must hold."""
+CostClass = Literal["cogs", "rnd", "opex"]
+Workload = Literal["production_inference", "free_tier", "internal", "training", "fine_tuning", "evaluation"]
 
-    source: str | None = None
-    resource_ids: list[str] = Field(default_factory=list)
-    resource_id_prefix: str | None = None
-    sub_account_ids: list[str] = Field(default_factory=list)
-    service_names: list[str] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict)
+DEFAULT_WORKLOAD_CLASSES: dict[str, str] = {
+    "production_inference": "cogs",
+    "free_tier": "opex",  # serving non-paying users is a sales and marketing cost, not cost of revenue
+    "internal": "opex",
+    "training": "rnd",
+    "fine_tuning": "rnd",
+    "evaluation": "rnd",
+}
+DEFAULT_ENVIRONMENT_CLASSES: dict[str, str] = {
+    env: "rnd" for env in ("staging", "stage", "development", "dev", "test", "testing", "qa", "sandbox")
+}
+SPECIAL_DRIVERS = ("tokens", "priced_tokens")
+PRICE_PLACES = 6  # token prices carry at most 6 decimals, so price-weighted tokens stay exact integers
+
+
+class ChargeMatch(_Strict):
+    """Which charge rows of focus_costs a rule takes. Every given condition must hold; a list matches any value."""
+
+    source: str | None = Field(None, description="x_source: the name of a configured source")
+    providers: list[str] = Field(default_factory=list, description="ProviderName")
+    billing_account_ids: list[str] = Field(default_factory=list, description="BillingAccountId")
+    sub_account_ids: list[str] = Field(default_factory=list, description="SubAccountId: AWS account, GCP project...")
+    resource_ids: list[str] = Field(default_factory=list, description="ResourceId")
+    resource_id_prefix: str | None = Field(None, description="ResourceId starts with this")
+    service_names: list[str] = Field(default_factory=list, description="ServiceName")
+    service_categories: list[str] = Field(default_factory=list, description="ServiceCategory")
+    sku_ids: list[str] = Field(default_factory=list, description="SkuId")
+    charge_categories: list[str] = Field(default_factory=list, description="ChargeCategory: Usage, Tax, ...")
+    tags: dict[str, str] = Field(default_factory=dict, description='tag key → value; the value "*" means any value')
+
+    @field_validator("charge_categories")
+    @classmethod
+    def _known_categories(cls, v: list[str]) -> list[str]:
+        from models.focus import CHARGE_CATEGORIES
+
+        bad = [c for c in v if c not in CHARGE_CATEGORIES]
+        if bad:
+            raise ValueError(f"unknown ChargeCategory {bad}; FOCUS allows {list(CHARGE_CATEGORIES)}")
+        return v
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, name) for name in type(self).model_fields)
 
 
 class UsageMatch(_Strict):
-    """Which inference_usage rows measure the pool's use. Every given condition must hold."""
+    """Which inference_usage rows measure a pool's use. Every given condition must hold."""
 
+    sources: list[str] = Field(default_factory=list)
     deployments: list[str] = Field(default_factory=list)
     providers: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
     environments: list[str] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
 
 
-class Pool(_Strict):
-    """A shared deployment, cluster or API project whose cost is split by its users' usage."""
+class TokenPrice(_Strict):
+    """A model's list prices per 1M tokens; only their ratios matter (they weigh usage, they are not billed)."""
 
-    name: str = Field(pattern=NAME_PATTERN)
-    charges: ChargeMatch
-    usage: UsageMatch
-    driver: Literal["tokens", "gpu_seconds", "requests"] = "tokens"
-    gpus_per_resource: int | None = Field(
-        None, gt=0, description="GPUs per billed resource: measures provisioned GPU-seconds, so idle is explicit"
-    )
+    input: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(None, ge=0, description="defaults to the input price")
+    output: Decimal = Field(ge=0)
 
     @model_validator(mode="after")
-    def _idle_needs_gpu_driver(self) -> Pool:
-        if self.gpus_per_resource is not None and self.driver != "gpu_seconds":
-            raise ValueError(f"pool {self.name!r}: gpus_per_resource needs driver: gpu_seconds")
+    def _exact(self) -> TokenPrice:
+        for value in (self.input, self.cached_input, self.output):
+            if value is not None and value != round(value, PRICE_PLACES):
+                raise ValueError(f"token prices take at most {PRICE_PLACES} decimals, got {value}")
         return self
 
 
+class TokenPrices(_Strict):
+    """Prices of the ``priced_tokens`` driver, by model name (the longest configured prefix of the usage's model)."""
+
+    default: TokenPrice = Field(
+        default_factory=lambda: TokenPrice(input=Decimal(1), cached_input=Decimal(1), output=Decimal(4)),
+        description="for models without a price: output weighs 4× input unless set",
+    )
+    models: dict[str, TokenPrice] = Field(default_factory=dict)
+
+
+class _Rule(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    charges: ChargeMatch
+    cost_class: CostClass | None = Field(None, description="forces the class of every part of this rule")
+
+    @model_validator(mode="after")
+    def _not_everything(self) -> _Rule:
+        if self.charges.is_empty():
+            raise ValueError(
+                f"rule {self.name!r}: charges matches every charge; give at least one condition "
+                "(e.g. charge_categories: [Tax] or source: <name>)"
+            )
+        return self
+
+
+class DirectRule(_Rule):
+    """Charges that belong to one feature: an account, project, API key (tag) or resource."""
+
+    feature: str
+    environment: str | None = None
+
+    @property
+    def rule_id(self) -> str:
+        return f"direct:{self.name}"
+
+
+class Pool(_Rule):
+    """A shared deployment, cluster or API project whose cost is split by its users' usage."""
+
+    usage: UsageMatch
+    driver: str = Field(
+        "tokens",
+        description="tokens, priced_tokens, or any inference_usage measure (gpu_seconds, requests, output_tokens...)",
+    )
+    gpus_per_resource: int | None = Field(
+        None, gt=0, description="GPUs per billed resource: measures provisioned GPU-seconds, so idle is explicit"
+    )
+    idle: Literal["keep", "spread"] = Field(
+        "keep", description="keep: an `idle` line; spread: over the pool's features in proportion to use"
+    )
+
+    @property
+    def rule_id(self) -> str:
+        return f"pool:{self.name}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_check_first(cls, data: object) -> object:
+        # Checked before the fields so the message is not hidden behind other errors of the same pool.
+        gpus = isinstance(data, dict) and data.get("gpus_per_resource") is not None
+        if gpus and data.get("driver", "tokens") != "gpu_seconds":  # type: ignore[union-attr]
+            raise ValueError(f"pool {data.get('name')!r}: gpus_per_resource needs driver: gpu_seconds")  # type: ignore[union-attr]
+        return data
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        from models.usage import USAGE_MEASURES
+
+        if v not in SPECIAL_DRIVERS and v not in USAGE_MEASURES:
+            raise ValueError(f"unknown driver {v!r}; use one of {[*SPECIAL_DRIVERS, *USAGE_MEASURES]}")
+        return v
+
+
+class OverheadRule(_Rule):
+    """Shared overhead (network, storage, observability, support, tax) spread over features."""
+
+    split: Literal["proportional", "even", "fixed"] = Field(
+        "proportional",
+        description="proportional: to each feature's attributed cost that day; even: equal parts; fixed: percentages",
+    )
+    features: list[str] = Field(
+        default_factory=list, description="only these features (even: default every configured feature)"
+    )
+    percentages: dict[str, Decimal] = Field(default_factory=dict, description="fixed: feature → percent, sum 100")
+    basis: list[str] = Field(
+        default_factory=list, description="proportional: only cost allocated by these rules (e.g. pool:gpu_cluster)"
+    )
+
+    @property
+    def rule_id(self) -> str:
+        return f"overhead:{self.name}"
+
+    @model_validator(mode="after")
+    def _split_fields(self) -> OverheadRule:
+        where = f"overhead rule {self.name!r}"
+        if self.split == "fixed":
+            if not self.percentages:
+                raise ValueError(f"{where}: split fixed needs percentages (feature: percent)")
+            total = sum(self.percentages.values(), Decimal(0))
+            if total != 100:
+                raise ValueError(f"{where}: percentages must sum to 100, they sum to {total}")
+            if any(p <= 0 or p != round(p, PRICE_PLACES) for p in self.percentages.values()):
+                raise ValueError(f"{where}: percentages must be positive with at most {PRICE_PLACES} decimals")
+        elif self.percentages:
+            raise ValueError(f"{where}: percentages are only used with split: fixed")
+        if self.basis and self.split != "proportional":
+            raise ValueError(f"{where}: basis is only used with split: proportional")
+        return self
+
+
+class Classification(_Strict):
+    """Which costs are COGS, R&D or OpEx: by environment first, then by the feature's workload."""
+
+    environments: dict[str, CostClass] = Field(
+        default_factory=lambda: dict(DEFAULT_ENVIRONMENT_CLASSES),  # type: ignore[arg-type]
+        description="environment (case-insensitive) → class; other environments take the workload's class",
+    )
+    workloads: dict[Workload, CostClass] = Field(
+        default_factory=lambda: dict(DEFAULT_WORKLOAD_CLASSES),  # type: ignore[arg-type]
+    )
+    idle: CostClass = Field("cogs", description="class of idle capacity and unused commitments kept as `idle`")
+    unallocated: CostClass = Field("cogs", description="class of what no rule attributes")
+
+    @field_validator("workloads")
+    @classmethod
+    def _all_workloads(cls, v: dict[str, str]) -> dict[str, str]:
+        return {**DEFAULT_WORKLOAD_CLASSES, **v}
+
+
 class AllocationConfig(_Strict):
+    """The attribution rules; precedence: unused commitment, tags, direct, pools, overhead, then unallocated."""
+
     feature_tag_keys: list[str] = Field(
         default_factory=lambda: ["feature"], description="tag/label keys whose value names a feature directly"
     )
+    environment_tag_keys: list[str] = Field(
+        default_factory=lambda: ["environment"], description="tag/label keys whose value names the environment"
+    )
+    unused_commitment: Literal["keep", "spread"] = Field(
+        "keep", description="unused commitment: an `idle` line, or spread over features by their cost that day"
+    )
+    direct: list[DirectRule] = Field(default_factory=list)
     pools: list[Pool] = Field(default_factory=list)
+    overhead: list[OverheadRule] = Field(default_factory=list)
+    token_prices: TokenPrices = Field(default_factory=TokenPrices)
+    classification: Classification = Field(default_factory=Classification)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> AllocationConfig:
+        names = [r.name for r in (*self.direct, *self.pools, *self.overhead)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"allocation rule names must be unique across direct, pools and overhead: {dup}")
+        rule_ids = {r.rule_id for r in (*self.direct, *self.pools)} | {"unused_commitment"}
+        for rule in self.overhead:
+            unknown = sorted(set(rule.basis) - rule_ids - {f"tag:{k}" for k in self.feature_tag_keys})
+            if unknown:
+                raise ValueError(
+                    f"overhead rule {rule.name!r}: basis names unknown rules {unknown}; known: {sorted(rule_ids)}"
+                )
+        return self
+
+    def reference_errors(self, features: set[str], sources: set[str]) -> list[str]:
+        """What the rules name that the rest of cogs.yaml does not define (features, sources)."""
+        errors = []
+        known = sorted(features) or "(no features configured)"
+        for rule in self.direct:
+            if rule.feature not in features:
+                errors.append(f"direct rule {rule.name!r} names unknown feature {rule.feature!r}; features: {known}")
+        for rule in self.overhead:
+            named = sorted((set(rule.features) | set(rule.percentages)) - features)
+            if named:
+                errors.append(f"overhead rule {rule.name!r} names unknown features {named}; features: {known}")
+            if rule.split == "even" and not (rule.features or features):
+                errors.append(f"overhead rule {rule.name!r}: split even needs features (none configured)")
+        for rule in (*self.direct, *self.overhead):
+            if rule.charges.source is not None and rule.charges.source not in sources:
+                errors.append(f"allocation rule {rule.name!r} names unknown source {rule.charges.source!r}")
+        return errors
 
 
 class FeatureConfig(_Strict):
@@ -173,6 +598,16 @@ class FeatureConfig(_Strict):
     useful_output: Literal["succeeded", "accepted"] = Field(
         "succeeded", description="succeeded: a successful first-try answer; accepted: the user accepted it"
     )
+    useful_output_version: int = Field(
+        1, ge=1, description="bump when the definition of a useful output changes; reports show rule@vN"
+    )
+    workload: Workload = Field("production_inference", description="what the feature's inference is for")
+    cost_class: CostClass | None = Field(None, description="overrides the class of the feature's workload")
+
+    @property
+    def useful_output_rule(self) -> str:
+        """The versioned definition recorded with the usage rows, e.g. ``accepted@v2``."""
+        return f"{self.useful_output}@v{self.useful_output_version}"
 
 
 class AnomalyConfig(_Strict):
@@ -222,6 +657,9 @@ class CogsConfig(_Strict):
         unknown = sorted(pool_sources - {s.name for s in self.sources})
         if unknown:
             raise ValueError(f"allocation pools name unknown sources: {unknown}")
+        errors = self.allocation.reference_errors(set(self.features), {s.name for s in self.sources})
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
 
