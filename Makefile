@@ -29,3 +29,27 @@ ui: $(STAMP)
 
 clean:
 	rm -rf .cogs
+
+# FOCUS conformance: the FinOps Foundation's focus-validator (Python >= 3.12, its own venv) on focus_costs
+# from the demo and every connector's fixtures; failures must be documented in docs/validator-defects.md.
+VALIDATOR_PYTHON ?= python3.12
+VALIDATOR_PYENV_VERSION ?= 3.12.1
+VALIDATOR_VENV := .cogs/validator-venv
+VALIDATOR_STAMP := $(VALIDATOR_VENV)/.installed
+
+.PHONY: conformance
+
+$(VALIDATOR_STAMP): conformance/requirements.txt
+	rm -rf $(VALIDATOR_VENV)
+	PYENV_VERSION=$(VALIDATOR_PYENV_VERSION) $(VALIDATOR_PYTHON) -m venv $(VALIDATOR_VENV)
+	$(VALIDATOR_VENV)/bin/python -m pip install --quiet -r conformance/requirements.txt
+	touch $(VALIDATOR_STAMP)
+
+conformance: $(STAMP) $(VALIDATOR_STAMP)
+	$(PY) -m conformance.run --validator $(VALIDATOR_VENV)/bin/focus-validator
+
+# Benchmark, not part of `make test`: 1M CUR 2.0 rows through ingest() vs a DuckDB floor and focus-converter 1.0.0
+# (ROWS=10000000 also checks that memory stays bounded; BENCH_ARGS="--repeat 3" for steadier times).
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) benchmarks/bench_cur2_load.py --rows $(or $(ROWS),1000000) $(BENCH_ARGS)

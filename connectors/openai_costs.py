@@ -19,14 +19,23 @@ Provider quirks handled, each seen in real responses:
 FOCUS choices (documented because the API has no FOCUS export):
 - one result → one row; ChargePeriod = the bucket; all four costs = ``amount.value`` (no discounts
   are exposed; BilledCost is what the invoice shows).
-- SubAccountId = ``project_id`` (the unit that owns keys and budgets); BillingAccountId = the result's
-  ``organization_id``, else the ``OpenAI-Organization`` response header, else ``"openai"``.
+- SubAccountId = ``project_id`` (the unit that owns keys and budgets), SubAccountType ``Project``;
+  BillingAccountId = the result's ``organization_id``, else the ``OpenAI-Organization`` response header,
+  else ``"openai"``, BillingAccountType ``Organization``. The ``CostsResult`` schema carries no names, so
+  BillingAccountName/SubAccountName are ``organization_name``/``project_name`` when a response has them,
+  else the id (FOCUS 1.2: a name MUST NOT be null when its id is not null).
 - SkuId = the model parsed from ``line_item`` (one SKU per model), SkuPriceId = the full
   ``line_item`` (each model × token type has its own price), SkuMeter = what is metered
   ("Cached Input Tokens"), SkuPriceDetails = ``{"x_Model", "x_TokenType", ...}``; ChargeDescription =
-  ``line_item`` verbatim. Line items that name no model keep ``line_item`` as SkuId/SkuPriceId/SkuMeter.
+  ``line_item`` verbatim (``"OpenAI API costs"`` when the result has none). Line items that name no
+  model keep ``line_item`` as SkuId/SkuPriceId/SkuMeter.
 - ``quantity``/``quantity_unit`` → ConsumedQuantity/Unit as measured (``Tokens``) and
-  PricingQuantity/Unit in the unit OpenAI prices in (``1000000 Tokens``: prices are per 1M tokens).
+  PricingQuantity/Unit in the unit OpenAI prices in (``1000000 Tokens``: prices are per 1M tokens);
+  ListUnitPrice = ContractedUnitPrice = cost ÷ PricingQuantity (the list price per 1M tokens, since
+  the API exposes no discounts), so cost = unit price × PricingQuantity as FOCUS requires.
+- OpenAI prices and bills in the same currency: PricingCurrency = BillingCurrency and the
+  PricingCurrency* columns repeat the billing-currency values (a focus_costs table holding a
+  multi-currency provider too has these columns, and FOCUS wants them filled on every row).
 """
 
 from __future__ import annotations
@@ -54,6 +63,9 @@ PAGE_LIMIT = 31  # buckets per request: a month in one page when the API allows 
 GROUP_BY = ("project_id", "line_item")
 PROVIDER = "OpenAI"
 DEFAULT_ACCOUNT_ID = "openai"
+BILLING_ACCOUNT_TYPE = "Organization"
+SUB_ACCOUNT_TYPE = "Project"
+NO_LINE_ITEM_DESCRIPTION = "OpenAI API costs"
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 
 # line_item = "[tier | ]<model>[ <modality>], <token type>[, <context tier>]"
@@ -75,12 +87,17 @@ _UNITS: dict[str, tuple[str, str, int]] = {
 }
 
 _STRING_COLUMNS = (
-    "BillingAccountId", "BillingAccountName", "BillingCurrency", "ChargeCategory", "ChargeDescription",
-    "ChargeFrequency", "ConsumedUnit", "InvoiceIssuerName", "PricingCategory", "PricingUnit", "ProviderName",
-    "PublisherName", "ServiceCategory", "ServiceName", "ServiceSubcategory", "SkuId", "SkuMeter",
-    "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName", "x_source_file", "x_source_line",
+    "BillingAccountId", "BillingAccountName", "BillingAccountType", "BillingCurrency", "ChargeCategory",
+    "ChargeDescription", "ChargeFrequency", "ConsumedUnit", "InvoiceIssuerName", "PricingCategory",
+    "PricingCurrency", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
+    "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName",
+    "SubAccountType", "x_source_file", "x_source_line",
 )  # fmt: skip
-_MONEY_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ConsumedQuantity", "PricingQuantity")
+_MONEY_COLUMNS = (
+    "BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ConsumedQuantity", "PricingQuantity",
+    "ListUnitPrice", "ContractedUnitPrice", "PricingCurrencyEffectiveCost", "PricingCurrencyListUnitPrice",
+    "PricingCurrencyContractedUnitPrice",
+)  # fmt: skip
 _TIME_COLUMNS = ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd")
 FRAME_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.String() for c in _STRING_COLUMNS},
@@ -276,17 +293,21 @@ class _Mapper:
         line_item = _text(result.get("line_item"))
         parsed = parse_line_item(line_item) if line_item else None
         consumed, consumed_unit, pricing, pricing_unit = self._quantities(result)
+        unit_price = _unit_price(cost, pricing)
         project = _text(result.get("project_id"))
+        account = _text(result.get("organization_id")) or header_account
         values = {
-            "BillingAccountId": _text(result.get("organization_id")) or header_account,
-            "BillingAccountName": _text(result.get("organization_name")),
+            "BillingAccountId": account,
+            "BillingAccountName": _text(result.get("organization_name")) or account,
+            "BillingAccountType": BILLING_ACCOUNT_TYPE,
             "BillingCurrency": currency.upper(),
             "ChargeCategory": "Usage",
-            "ChargeDescription": line_item,
+            "ChargeDescription": line_item or NO_LINE_ITEM_DESCRIPTION,
             "ChargeFrequency": "Usage-Based",
             "ConsumedUnit": consumed_unit,
             "InvoiceIssuerName": PROVIDER,
             "PricingCategory": "Standard",
+            "PricingCurrency": currency.upper(),
             "PricingUnit": pricing_unit,
             "ProviderName": PROVIDER,
             "PublisherName": PROVIDER,
@@ -298,7 +319,8 @@ class _Mapper:
             "SkuPriceDetails": parsed.price_details if parsed else None,
             "SkuPriceId": line_item,
             "SubAccountId": project,
-            "SubAccountName": _text(result.get("project_name")) if project else None,
+            "SubAccountName": (_text(result.get("project_name")) or project) if project else None,
+            "SubAccountType": SUB_ACCOUNT_TYPE if project else None,
             "x_source_file": path,
             "x_source_line": line,
             "BilledCost": cost,
@@ -307,6 +329,11 @@ class _Mapper:
             "ContractedCost": cost,
             "ConsumedQuantity": consumed,
             "PricingQuantity": pricing,
+            "ListUnitPrice": unit_price,
+            "ContractedUnitPrice": unit_price,
+            "PricingCurrencyEffectiveCost": cost,
+            "PricingCurrencyListUnitPrice": unit_price,
+            "PricingCurrencyContractedUnitPrice": unit_price,
             "BillingPeriodStart": self.period.start,
             "BillingPeriodEnd": self.period.end,
             "ChargePeriodStart": window[0],
@@ -344,6 +371,13 @@ def _decimal(value: Any) -> Decimal | None:
             return None
         return parsed if parsed.is_finite() else None
     return None
+
+
+def _unit_price(cost: Decimal, pricing_quantity: Decimal | None) -> Decimal | None:
+    """Cost per pricing unit at the warehouse scale; None without a (non-zero) quantity to divide by."""
+    if not pricing_quantity:
+        return None
+    return (cost / pricing_quantity).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN)
 
 
 def _text(value: Any) -> str | None:

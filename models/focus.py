@@ -164,9 +164,28 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     missing = [c.name for c in FOCUS_COSTS_COLUMNS if c.name not in frame.columns and c.required]
     if missing:
         raise ValueError(f"missing required FOCUS column(s): {', '.join(missing)}")
-    return frame.select(
+    rows = frame.select(
         (pl.col(c.name) if c.name in frame.columns else pl.lit(None)).cast(c.polars_type).alias(c.name)
         for c in FOCUS_COSTS_COLUMNS
+    )
+    return _price_in_billing_currency(rows)
+
+
+def _price_in_billing_currency(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows priced in their billing currency carry it in the PricingCurrency columns too.
+
+    FOCUS 1.2 (PricingCurrency, PricingCurrency*): once present in a dataset they must be filled; a provider
+    that prices and bills in one currency leaves them empty, so they take the billing-currency values.
+    """
+    same = pl.col("PricingCurrency").is_null()
+    return rows.with_columns(
+        pl.when(same).then(pl.col(billing)).otherwise(pl.col(pricing)).alias(pricing)
+        for pricing, billing in (
+            ("PricingCurrency", "BillingCurrency"),
+            ("PricingCurrencyEffectiveCost", "EffectiveCost"),
+            ("PricingCurrencyListUnitPrice", "ListUnitPrice"),
+            ("PricingCurrencyContractedUnitPrice", "ContractedUnitPrice"),
+        )
     )
 
 

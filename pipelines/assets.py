@@ -11,7 +11,7 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
-from models.allocation import allocate
+from models.allocation import CHARGE_COLUMNS, allocate_batches, usage_classes
 from models.anomaly import ANOMALY_SCHEMA, Series, group_runs, rank_drivers, score_days
 from models.config import CogsConfig
 from models.focus import CHARGE_CATEGORIES, REQUIRED_COLUMNS
@@ -27,7 +27,11 @@ def _money(value: Decimal | None) -> float:
 
 
 def ingest_asset(
-    name: str, source_type: str, partitions: dg.PartitionsDefinition, config: CogsConfig
+    name: str,
+    source_type: str,
+    partitions: dg.PartitionsDefinition,
+    config: CogsConfig,
+    deps: list[dg.AssetsDefinition] | None = None,
 ) -> dg.AssetsDefinition:
     """One asset per configured source: loads its billing period, replacing the previous load."""
 
@@ -38,6 +42,7 @@ def ingest_asset(
         kinds={source_type.split("_")[0]},
         description=f"Loads source {name!r} ({source_type}) for the month, replacing its previous load atomically.",
         tags={"source": name},
+        deps=deps or [],
     )
     def _ingest(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         warehouse.ensure_schema()
@@ -62,8 +67,12 @@ def ingest_asset(
 
 
 def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    cost_ingest = [ingest_asset(s.name, s.type, partitions, config) for s in config.sources]
     usage_ingest = [ingest_asset(t.name, t.type, partitions, config) for t in config.telemetry]
+    # Reserved capacity is priced from telemetry (Used/Unused hours), so it loads after it.
+    cost_ingest = [
+        ingest_asset(s.name, s.type, partitions, config, deps=usage_ingest if s.type == "reserved_capacity" else None)
+        for s in config.sources
+    ]
 
     @dg.asset(
         group_name=WAREHOUSE,
@@ -169,18 +178,34 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
         context: dg.AssetExecutionContext, warehouse: Warehouse
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         period = context.partition_key
-        charges = warehouse.read("SELECT * FROM focus_costs WHERE x_billing_period = :p", p=period)
+        columns = ", ".join(f'"{c}"' for c in CHARGE_COLUMNS)
+        charges = warehouse.read(f"SELECT {columns} FROM focus_costs WHERE x_billing_period = :p", p=period)
         usage = warehouse.read("SELECT * FROM inference_usage WHERE billing_period = :p", p=period)
-        rows = allocate(charges, usage, config.allocation)
-        warehouse.replace("cost_allocations", {"x_billing_period": period}, rows)
+        rows, kinds = 0, []
+        with warehouse.transaction() as conn:  # batch by batch, in one transaction: never half a month
+            warehouse.delete("cost_allocations", {"x_billing_period": period}, conn)
+            for batch in allocate_batches(charges, usage, config.allocation, config.features):
+                rows += warehouse.insert("cost_allocations", batch, conn)
+                kinds.append(batch.group_by("cost_class", "allocation_kind").agg(pl.col("effective_cost").sum()))
+            classes = usage_classes(usage, config.allocation, config.features)
+            warehouse.replace(
+                "cost_classes", {"billing_period": period}, classes.with_columns(billing_period=pl.lit(period)), conn
+            )
         gaps = warehouse.read("SELECT * FROM v_allocation_gaps WHERE x_billing_period = :p", p=period)
         yield dg.AssetCheckResult(
             check_name="conservation",
             passed=gaps.is_empty(),
             metadata={"charges_out_of_balance": gaps.height, "charges": charges.height},
         )
-        by_rule = rows.group_by("allocation_kind").agg(pl.col("effective_cost").sum()).sort("allocation_kind")
-        yield dg.MaterializeResult(metadata={"rows": rows.height, "by_kind": dg.MetadataValue.md(_markdown(by_rule))})
+        by_kind = (
+            pl.concat(kinds)
+            .group_by("cost_class", "allocation_kind")
+            .agg(pl.col("effective_cost").sum())
+            .sort("cost_class", "allocation_kind")
+            if kinds
+            else pl.DataFrame()
+        )
+        yield dg.MaterializeResult(metadata={"rows": rows, "by_kind": dg.MetadataValue.md(_markdown(by_kind))})
 
     @dg.asset(
         group_name=MARTS,

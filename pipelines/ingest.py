@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 from collections import Counter
@@ -15,7 +16,7 @@ import polars as pl
 
 from connectors import connector
 from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
-from models.config import CogsConfig, OtelGenAITelemetry
+from models.config import CogsConfig
 from models.focus import CHARGE_CATEGORIES, MONEY, conform, null_violations
 from models.usage import INFERENCE_USAGE_SCHEMA
 from pipelines.warehouse import Warehouse
@@ -120,6 +121,21 @@ class _Totals:
             self.currencies |= set(rows["BillingCurrency"].unique().to_list())
 
 
+def _connector_arguments(
+    module: ModuleType, warehouse: Warehouse, config: CogsConfig, period: str
+) -> dict[str, object]:
+    """What a connector asks for beyond (source, period): feature definitions, or the month's telemetry."""
+    wanted = inspect.signature(getattr(module, "load_batches", None) or module.load).parameters
+    kwargs: dict[str, object] = {}
+    if "useful_output" in wanted:
+        kwargs["useful_output"] = {f: c.useful_output for f, c in config.features.items()}
+    if "usage" in wanted:  # reserved capacity: Used/Unused hours from the busy GPU-seconds of its deployments
+        kwargs["usage"] = warehouse.read(
+            "SELECT hour, deployment, gpu_seconds FROM inference_usage WHERE billing_period = :p", p=period
+        )
+    return kwargs
+
+
 def ingest(warehouse: Warehouse, config: CogsConfig, name: str, period_key: str) -> IngestSummary:
     """Load source/telemetry ``name`` for ``period_key`` in one transaction, streaming the connector's batches.
 
@@ -129,13 +145,13 @@ def ingest(warehouse: Warehouse, config: CogsConfig, name: str, period_key: str)
     batch_id = new_batch_id(name, period_key)
     source = {s.name: s for s in [*config.sources, *config.telemetry]}[name]
     module = connector(source.type)
-    usage = isinstance(source, OtelGenAITelemetry)
+    usage = any(t.name == name for t in config.telemetry)
     table, where = (
         ("inference_usage", {"source": name, "billing_period": period_key})
         if usage
         else ("focus_costs", {"x_source": name, "x_billing_period": period_key})
     )
-    kwargs = {"useful_output": {f: c.useful_output for f, c in config.features.items()}} if usage else {}
+    kwargs = _connector_arguments(module, warehouse, config, period_key)
     totals = _Totals()
     with warehouse.transaction() as conn:
         warehouse.delete(table, where, conn)

@@ -31,10 +31,10 @@ def plan(defs: dg.Definitions) -> list[Step]:
     """Ingest assets one step each (they are the slow ones), then each later group as one step."""
     graph = defs.resolve_asset_graph()
     by_group: dict[str, list[dg.AssetKey]] = {}
-    for key in graph.get_all_asset_keys():
+    for key in graph.toposorted_asset_keys:  # an ingest may depend on another (reserved capacity on telemetry)
         by_group.setdefault(graph.get(key).group_name or "", []).append(key)
-    steps = [Step(f"ingest {k.path[-1].removeprefix('ingest_')}", [k]) for k in sorted(by_group.get(INGEST, []))]
-    steps += [Step(group, sorted(by_group[group])) for group in STAGES[1:] if by_group.get(group)]
+    steps = [Step(f"ingest {k.path[-1].removeprefix('ingest_')}", [k]) for k in by_group.get(INGEST, [])]
+    steps += [Step(group, by_group[group]) for group in STAGES[1:] if by_group.get(group)]
     return steps
 
 

@@ -83,6 +83,10 @@ def test_rows_carry_focus_values(source: OpenAICostsSource) -> None:
     # The exact price identity: cost = PricingQuantity (millions of tokens) × $0.10.
     assert row["BilledCost"] == row["PricingQuantity"] * Decimal("0.10")
     assert row["ConsumedQuantity"] == row["PricingQuantity"] * 1_000_000
+    assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == row["PricingCurrencyListUnitPrice"] == Decimal("0.10")
+    assert (row["PricingCurrency"], row["PricingCurrencyEffectiveCost"]) == ("USD", row["BilledCost"])
+    assert (row["BillingAccountType"], row["SubAccountType"]) == ("Organization", "Project")
+    assert (row["BillingAccountName"], row["SubAccountName"]) == ("Lumen Assist, Inc.", OPENAI_PROJECT)
     assert row["x_source_file"] == "/v1/organization/costs"
     assert row["x_source_line"] == "page 3 bucket 3 result 5"
 
@@ -248,8 +252,8 @@ def test_mapping_edge_cases() -> None:
     result = map_pages("openai", PERIOD, [response(body, {"OpenAI-Organization": "org-fromheader"})])
     frame = result.frame
     assert frame["ChargeDescription"].to_list() == [
-        "gpt-4o-mini-2024-07-18, input", "web search tool calls", "priority | gpt-5, output, long context", None,
-        "gpt-4o, input",
+        "gpt-4o-mini-2024-07-18, input", "web search tool calls", "priority | gpt-5, output, long context",
+        "OpenAI API costs", "gpt-4o, input",
     ]  # fmt: skip
     assert frame["BilledCost"].to_list() == [
         Decimal("0.06"),
@@ -259,11 +263,21 @@ def test_mapping_edge_cases() -> None:
         Decimal(1),
     ]
     assert frame["BillingAccountId"].unique().to_list() == ["org-fromheader"]
-    assert frame["SubAccountName"].to_list() == [None, "Support bot", None, None, None]
+    # The Costs API sends no names: the ids stand in (FOCUS: a name MUST NOT be null when its id is not null).
+    assert frame["BillingAccountName"].unique().to_list() == ["org-fromheader"]
+    assert frame["SubAccountName"].to_list() == ["proj_a", "Support bot", "proj_a", None, "proj_a"]
+    assert frame["SubAccountType"].to_list() == ["Project", "Project", "Project", None, "Project"]
+    assert frame["BillingAccountType"].unique().to_list() == ["Organization"]
     assert frame["SkuMeter"].to_list() == [
         "Input Tokens", "web search tool calls", "Output Tokens (Long Context)", None, "Input Tokens",
     ]  # fmt: skip
     assert frame["PricingQuantity"][0] == Decimal("0.4") and frame["ConsumedQuantity"][0] == 400000
+    # $0.06 for 0.4M tokens: $0.15 per 1M; no quantity, no unit price.
+    assert frame["ListUnitPrice"].to_list() == [Decimal("0.15"), None, None, None, None]
+    assert frame["ContractedUnitPrice"].to_list() == frame["ListUnitPrice"].to_list()
+    assert frame["PricingCurrencyListUnitPrice"].to_list() == frame["ListUnitPrice"].to_list()
+    assert frame["PricingCurrencyEffectiveCost"].to_list() == frame["EffectiveCost"].to_list()
+    assert frame["PricingCurrency"].unique().to_list() == ["USD"]
     assert result.repairs == {"amount_value_as_string": 1, "amount_rounded_to_12_decimals": 1}
     assert result.quarantine.rows() == [
         ("/v1/organization/costs", "page 1 bucket 1 result 4", "amount.value 'n/a' is not a decimal number"),

@@ -26,6 +26,8 @@ GPU_CLOUD_PROVIDER = "Nebius"
 DEPLOYMENT_AWS_LLAMA = "vllm-llama70b.inference-prod.svc.cluster.local"
 DEPLOYMENT_GPUCLOUD_QWEN = "vllm-qwen-coder.nebius-eu-north1.internal"
 DEPLOYMENT_OPENAI = "api.openai.com"
+# Completions for code_assist also run on 4 reserved H100s (a 12-month contract declared in cogs.yaml).
+DEPLOYMENT_RESERVED_QWEN = "vllm-qwen-coder.reserved-h100.internal"
 DEPLOYMENT_ANTHROPIC = "api.anthropic.com"
 
 ANTHROPIC_ORG = "7c1e4b2a-93d5-4f08-b6a1-2e9d5c3f8a40"  # Admin API organization ids are UUIDs
@@ -108,7 +110,10 @@ FEATURES: tuple[Feature, ...] = (
                 0.35, DEPLOYMENT_AWS_LLAMA, "vllm", "meta-llama/Llama-3.1-70B-Instruct", 3_800, 520, gpu_seconds=24.0
             ),
             Route(
-                0.65, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 1_900, 90, gpu_seconds=7.0
+                0.35, DEPLOYMENT_GPUCLOUD_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 1_900, 90, gpu_seconds=7.0
+            ),
+            Route(
+                0.30, DEPLOYMENT_RESERVED_QWEN, "vllm", "Qwen/Qwen2.5-Coder-32B-Instruct", 1_900, 90, gpu_seconds=7.0
             ),
         ),
         error_rate=0.008,

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.demo import anthropic as anthropic_pages
-from pipelines.demo import aws_cur2, gpu_cloud, openai_costs, otel_spans
+from pipelines.demo import aws_cur2, gpu_cloud, openai_costs, otel_spans, reserved
 from pipelines.demo.anthropic_server import AnthropicServer
 from pipelines.demo.company import (
     ANTHROPIC_WORKSPACE,
@@ -86,6 +86,7 @@ def demo_config(
                 "base_url": anthropic_base_url,
                 "api_key_env": DEMO_ANTHROPIC_KEY_ENV,
             },
+            reserved.source_config(DemoMonth(files.month)),
         ],
         "telemetry": [{"name": "otel", "type": "otel_genai", "path": str(files.otel)}],
         "allocation": {
@@ -118,6 +119,7 @@ def demo_config(
                     "usage": {"providers": ["anthropic"]},
                     "driver": "tokens",
                 },
+                reserved.pool_config(),
             ],
         },
         "features": {f.name: {"description": f.description, "useful_output": f.useful_output} for f in FEATURES},

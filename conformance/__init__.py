@@ -1,0 +1,1 @@
+"""FOCUS conformance: export focus_costs from the demo and every fixture, run the official validator on it."""

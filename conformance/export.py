@@ -1,0 +1,267 @@
+"""Build ``focus_costs`` for every conformance case and write it as the files focus-validator reads.
+
+Each case is a function from a scratch folder to the ``focus_costs`` rows it produces, built the
+way production builds them: the demo month is generated and every source of the demo's cogs.yaml
+(AWS CUR 2.0 files, the GPU cloud's FOCUS export, the model APIs' pages served over local HTTP)
+is ingested through the pipeline's own ``pipelines.ingest.ingest`` into a scratch DuckDB
+warehouse; each connector's test fixtures are loaded through that connector. To cover a new
+connector, add one entry to ``CASES`` with the features its provider supports (the validator's
+applicability criteria), e.g.
+``"gcp_billing": Case(fixture_build("gcp_billing_export", FIXTURES / "gcp", "2025-06"), GCP, "GCP rows")``.
+
+Files are Parquet, the typed format focus-validator 2.2.1 reads without guessing (its CSV reader
+infers types from the values, so numeric-looking ids such as AWS account or invoice ids become
+integers and fail their String rules): strings stay VARCHAR, money stays DECIMAL, date/times are
+UTC timestamps and JSON columns are JSON text. A CSV
+twin (ISO 8601 ``YYYY-MM-DDTHH:MM:SSZ`` date/times, plain decimal numbers) is written beside it for
+people to read.
+
+Usage: ``python -m conformance.export OUT_DIR [CASE ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+
+from connectors.base import LoadResult
+from connectors.http import JsonResponse
+from connectors.openai_costs import map_pages
+from models.config import CogsConfig
+from models.focus import conform
+from models.period import BillingPeriod
+from pipelines.demo.run import generate, serve_api
+from pipelines.ingest import ingest
+from pipelines.settings import load_config
+from pipelines.warehouse import Warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+DEMO_MONTH = "2025-06"
+DEMO_SEED = 7
+
+Build = Callable[[Path], pl.DataFrame]
+"""A scratch folder → the focus_costs rows of a case."""
+
+
+# --- building focus_costs -------------------------------------------------------------------------
+
+
+def through_pipeline(work: Path, sources: list[dict[str, Any]], months: Iterable[str]) -> pl.DataFrame:
+    """Ingest ``sources`` for ``months`` with the pipeline's own ingest into a scratch DuckDB; read focus_costs."""
+    warehouse = _scratch_warehouse(work)
+    config = CogsConfig.model_validate({"warehouse": warehouse.url, "sources": sources})
+    for month in months:
+        for source in config.sources:
+            ingest(warehouse, config, source.name, month)
+    return warehouse.read("SELECT * FROM focus_costs ORDER BY x_charge_id")
+
+
+def through_warehouse(work: Path, name: str, source_type: str, month: str, result: LoadResult) -> pl.DataFrame:
+    """A connector's mapped rows (for fixtures that are not a configurable source) stored and read back."""
+    frame = result.frame.with_columns(
+        x_source=pl.lit(name),
+        x_source_type=pl.lit(source_type),
+        x_billing_period=pl.lit(month),
+        x_batch_id=pl.lit(f"{name}-{month}-conformance"),
+        x_charge_id=pl.format("{}:{}:{}", pl.lit(name), pl.lit(month), pl.int_range(pl.len()).cast(pl.String)),
+    )
+    warehouse = _scratch_warehouse(work)
+    with warehouse.transaction() as conn:
+        warehouse.insert("focus_costs", conform(frame), conn)
+    return warehouse.read("SELECT * FROM focus_costs ORDER BY x_charge_id")
+
+
+def _scratch_warehouse(work: Path) -> Warehouse:
+    work.mkdir(parents=True, exist_ok=True)
+    warehouse = Warehouse(url=f"duckdb:///{work / 'warehouse.duckdb'}")
+    warehouse.ensure_schema()
+    return warehouse
+
+
+def fixture_build(source_type: str, path: Path, *months: str, **fields: Any) -> Build:
+    """A case that loads a fixture file or folder through the connector of ``source_type``."""
+    source = {"name": source_type, "type": source_type, "path": str(path), **fields}
+    return lambda work: through_pipeline(work, [source], months)
+
+
+# --- the cases ------------------------------------------------------------------------------------
+
+
+def demo_month(work: Path) -> pl.DataFrame:
+    """The demo company's month, every source of its cogs.yaml (API pages served over local HTTP)."""
+    files = generate(DEMO_MONTH, DEMO_SEED, work / "exports")
+    with serve_api(files) as config_path:
+        sources = [s.model_dump() for s in load_config(config_path).sources]
+        return through_pipeline(work, sources, [DEMO_MONTH])
+
+
+def openai_edge_cases(work: Path) -> pl.DataFrame:
+    """Hand-written Costs API results with the shapes tests/test_openai_costs.py covers, mapped by the connector."""
+    period = BillingPeriod(DEMO_MONTH)
+    result = map_pages("openai", period, [_openai_page(period)])
+    return through_warehouse(work, "openai", "openai_costs", period.key, result)
+
+
+def _openai_page(period: BillingPeriod) -> JsonResponse:
+    def cost(value: object, line_item: str | None, **extra: object) -> dict[str, Any]:
+        return {
+            "object": "organization.costs.result",
+            "amount": {"value": value, "currency": "usd"},
+            "line_item": line_item,
+            "project_id": extra.pop("project_id", "proj_a"),
+            **extra,
+        }
+
+    def bucket(day: int, *results: dict[str, Any]) -> dict[str, Any]:
+        start = int(datetime(period.start.year, period.start.month, day, tzinfo=UTC).timestamp())
+        return {"object": "bucket", "start_time": start, "end_time": start + 86400, "results": list(results)}
+
+    body = {
+        "object": "page",
+        "has_more": False,
+        "next_page": None,
+        "data": [
+            bucket(
+                1,
+                cost(Decimal("0.06"), "gpt-4o-mini-2024-07-18, input", quantity=400000, quantity_unit="tokens"),
+                cost("12.50", "web search tool calls", project_name="Support bot"),
+                cost(Decimal("0"), "priority | gpt-5, output, long context"),
+                cost(Decimal("0.123456789012345678"), None, project_id=None),
+                cost(Decimal("3.2"), "gpt-audio-mini-2025-12-15 audio, input", quantity=80000, quantity_unit="tokens"),
+            ),
+            bucket(2),  # a day without spend keeps its empty bucket
+            bucket(30, cost(Decimal("1"), "ft:gpt-4o-mini-2024-07-18:acme::abc123, output")),
+        ],
+    }
+    url = f"https://api.openai.com/v1/organization/costs?start_time={int(period.start.timestamp())}"
+    return JsonResponse(url, 200, httpx.Headers({"OpenAI-Organization": "org-fromheader"}), body)
+
+
+# Applicability criteria (focus-validator ``--show-applicability-criteria``, FOCUS 1.2): what the providers
+# of a case support. A dataset that mixes providers claims the union, since focus_costs is one dataset.
+ALL_CRITERIA: tuple[str, ...] = (
+    "ACCOUNT_NAMING_SUPPORTED",
+    "AVAILABILITY_ZONE_SUPPORTED",
+    "BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED",
+    "CAPACITY_RESERVATION_SUPPORTED",
+    "COMMITMENT_DISCOUNT_SUPPORTED",
+    "MULTIPLE_BILLING_ACCOUNT_TYPES_SUPPORTED",
+    "MULTIPLE_PRICING_CATEGORIES_SUPPORTED",
+    "MULTIPLE_SUB_ACCOUNT_TYPES_SUPPORTED",
+    "NEGOTIATED_PRICING_SUPPORTED",
+    "PRICING_BILLING_CURRENCY_DIFFERENCES_SUPPORTED",
+    "PUBLIC_PRICE_LIST_SUPPORTED",
+    "REGION_SUPPORTED",
+    "RESOURCE_TYPE_ASSIGNMENT_SUPPORTED",
+    "SUB_ACCOUNT_SUPPORTED",
+    "TAGGING_SUPPORTED",
+    "UNIT_PRICING_SUPPORTED",
+    "USAGE_MEASUREMENT_SUPPORTED",
+    "VIRTUAL_CURRENCY_SUPPORTED",
+)
+
+
+def criteria_except(*unsupported: str) -> tuple[str, ...]:
+    unknown = set(unsupported) - set(ALL_CRITERIA)
+    if unknown:
+        raise ValueError(f"unknown applicability criteria: {sorted(unknown)}")
+    return tuple(c for c in ALL_CRITERIA if c not in unsupported)
+
+
+# No provider here prices in a virtual currency (credits, tokens as money).
+NATIONAL_CURRENCY_ONLY = criteria_except("VIRTUAL_CURRENCY_SUPPORTED")
+# Features whose columns FOCUS 1.0 does not define (BillingAccountType, SubAccountType and PricingCurrency*
+# are 1.2; CapacityReservation* 1.1): a 1.0 export carries no evidence of them, so a 1.0 case can't claim them.
+FOCUS_1_0_EVIDENCE = criteria_except(
+    "VIRTUAL_CURRENCY_SUPPORTED",
+    "MULTIPLE_BILLING_ACCOUNT_TYPES_SUPPORTED",
+    "MULTIPLE_SUB_ACCOUNT_TYPES_SUPPORTED",
+    "CAPACITY_RESERVATION_SUPPORTED",
+    "PRICING_BILLING_CURRENCY_DIFFERENCES_SUPPORTED",
+)
+
+
+# What the OpenAI Costs API shows: named organizations, projects, public per-token prices, metered tokens.
+OPENAI_API = (
+    "ACCOUNT_NAMING_SUPPORTED",
+    "PUBLIC_PRICE_LIST_SUPPORTED",
+    "SUB_ACCOUNT_SUPPORTED",
+    "UNIT_PRICING_SUPPORTED",
+    "USAGE_MEASUREMENT_SUPPORTED",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A conformance case: how to build its focus_costs rows, and the features its providers support."""
+
+    build: Build
+    criteria: tuple[str, ...]
+    about: str
+
+
+CASES: dict[str, Case] = {
+    # Every source of the demo's cogs.yaml. AWS (AZs, capacity reservations, Savings Plans, EDP rates, tags)
+    # and Nebius (multi-currency pricing, several billing account types) bring every feature but virtual currency.
+    "demo": Case(demo_month, NATIONAL_CURRENCY_ONLY, "demo month: every source of the demo's cogs.yaml"),
+    "focus_official_sample": Case(
+        fixture_build("focus_file", FIXTURES / "focus" / "focus_sample_1000.csv", "2024-09", "2024-10"),
+        FOCUS_1_0_EVIDENCE,
+        "FinOps Foundation FOCUS 1.0 sample (AWS, Microsoft, Oracle) via focus_file",
+    ),
+    "openai_edge_cases": Case(
+        openai_edge_cases,
+        OPENAI_API,
+        "OpenAI Costs API results of every documented shape via openai_costs",
+    ),
+}
+
+
+# --- writing the files ----------------------------------------------------------------------------
+
+
+def write(frame: pl.DataFrame, out_dir: Path, name: str) -> Path:
+    """``<name>.parquet`` for the validator and ``<name>.csv`` to read; returns the Parquet path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parquet = out_dir / f"{name}.parquet"
+    frame.write_parquet(parquet)
+    frame.write_csv(out_dir / f"{name}.csv", datetime_format="%Y-%m-%dT%H:%M:%SZ")
+    return parquet
+
+
+def export(out_dir: Path, names: Iterable[str]) -> dict[str, Path]:
+    """Build and write each named case; returns case name → Parquet file."""
+    written = {}
+    with tempfile.TemporaryDirectory(prefix="cogs-conformance-") as scratch:
+        for name in names:
+            frame = CASES[name].build(Path(scratch) / name)
+            written[name] = write(frame, out_dir, name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=f"default: all of {', '.join(CASES)}")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    for name, path in export(args.out_dir, args.cases or list(CASES)).items():
+        print(f"{name}: {pl.scan_parquet(path).select(pl.len()).collect().item()} rows → {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
