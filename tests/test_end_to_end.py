@@ -77,8 +77,8 @@ def test_every_feature_has_a_cost_per_useful_output(pipeline: tuple[Warehouse, P
 def test_every_source_reconciles_to_its_provider_total(pipeline: tuple[Warehouse, Path]) -> None:
     wh, _ = pipeline
     recon = wh.read("SELECT source, difference FROM v_reconciliation ORDER BY source")
-    assert recon["source"].to_list() == ["anthropic", "aws_cur", "gpu_cloud", "openai"]
-    assert recon["difference"].to_list() == [0, 0, 0, 0]
+    assert recon["source"].to_list() == ["anthropic", "aws_cur", "gpu_cloud", "openai", "reserved_gpus"]
+    assert recon["difference"].to_list() == [0, 0, 0, 0, 0]
 
 
 def test_the_planted_retry_storm_is_found_with_its_driver(pipeline: tuple[Warehouse, Path]) -> None:
@@ -151,7 +151,7 @@ def test_cli_check_reads_every_source_and_reports_failures(pipeline: tuple[Wareh
     runner = CliRunner()
     ok = runner.invoke(app, ["check", "--config", str(path), "--month", MONTH], env={"COLUMNS": "200"})
     assert ok.exit_code == 0, ok.output
-    assert [line.split("│")[3].strip() for line in ok.output.splitlines() if line.startswith("│")] == ["ok"] * 5
+    assert [line.split("│")[3].strip() for line in ok.output.splitlines() if line.startswith("│")] == ["ok"] * 6
     raw = yaml.safe_load(path.read_text())
     raw["sources"][0]["path"] = str(tmp_path / "missing-export")
     broken = tmp_path / "cogs.yaml"

@@ -272,9 +272,9 @@ def test_demo_contract_is_valid_and_bills_its_terms() -> None:
                                       "allocation": {"pools": [demo.pool_config()]}}))  # fmt: skip
     source = config.sources[0]
     assert isinstance(source, ReservedCapacitySource)
-    assert source.contracts[0].deployments == [demo.DEPLOYMENT_GPUCLOUD_QWEN]
+    assert source.contracts[0].deployments == [demo.DEPLOYMENT_RESERVED_QWEN]
     june = reserved_capacity.load(source, BillingPeriod("2025-06"))
     january = reserved_capacity.load(source, BillingPeriod("2025-01"))
-    assert june.source_total == 8 * Decimal("2.10") * 720 == june.frame["BilledCost"].sum()
-    assert january.source_total == Decimal(12_000) + 8 * Decimal("2.10") * 744
+    assert june.source_total == 4 * Decimal("2.10") * 720 == june.frame["BilledCost"].sum()
+    assert january.source_total == Decimal(12_000) + 4 * Decimal("2.10") * 744
     assert june.frame.filter(pl.col("ChargeCategory") == "Usage").height == 720
