@@ -4,7 +4,7 @@ Credentials come from boto3's standard chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET
 ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, instance and container roles); this module never reads,
 stores or prints them. Errors name the URL and boto3's error code only.
 
-Follows the Amazon S3 API (GetObject, ListObjectsV2) as exposed by boto3's ``s3`` client. A custom
+Follows the Amazon S3 API (GetObject, HeadObject, ListObjectsV2) as exposed by boto3's ``s3`` client. A custom
 ``endpoint_url`` (MinIO, a local test server) is addressed path-style, which every S3-compatible
 server supports.
 """
@@ -12,7 +12,8 @@ server supports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import IO, Any
 
 import boto3
 from botocore.config import Config
@@ -24,6 +25,16 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 class S3AccessError(OSError):
     """S3 could not be read (credentials, permissions, network); the message names the URL."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What HeadObject says about an object: enough to tell one version of it from the next."""
+
+    url: str
+    etag: str
+    last_modified: datetime
+    size: int
 
 
 def is_s3_url(path: str) -> bool:
@@ -68,6 +79,27 @@ class S3Reader:
             raise _translate(exc, url) from None
         except BotoCoreError as exc:
             raise S3AccessError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+    def download(self, url: str, target: IO[bytes]) -> None:
+        """Stream the object into an open binary file (bounded memory). FileNotFoundError when absent."""
+        bucket, key = split_s3_url(url)
+        try:
+            self.client.download_fileobj(bucket, key, target)
+        except ClientError as exc:
+            raise _translate(exc, url) from None
+        except BotoCoreError as exc:
+            raise S3AccessError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+    def stat(self, url: str) -> ObjectInfo:
+        """ETag, LastModified and size of an object. FileNotFoundError when absent."""
+        bucket, key = split_s3_url(url)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            raise _translate(exc, url) from None
+        except BotoCoreError as exc:
+            raise S3AccessError(f"{url}: {type(exc).__name__}: {exc}") from None
+        return ObjectInfo(url, str(head.get("ETag", "")).strip('"'), head["LastModified"], int(head["ContentLength"]))
 
     def exists(self, url: str) -> bool:
         bucket, key = split_s3_url(url)

@@ -1,30 +1,72 @@
-"""Allocation, first version: every charge row to features, idle or unallocated, exactly.
+"""Attribution engine: every charge row to features, idle or unallocated, exactly, with the rule used.
 
-Rules, in order of precedence (the first that applies wins; ``rule_id`` records which):
+Rules, in order of precedence (the first that applies to a charge wins; ``rule_id`` records which):
 
-1. ``unused_commitment`` — the unused part of a commitment (CommitmentDiscountStatus = Unused) is idle.
-2. ``tag:<key>`` — a tag/label from ``allocation.feature_tag_keys`` names the feature directly.
-3. ``pool:<name>`` — a charge on a shared deployment, cluster or API project is split across the
-   features that used the pool during the charge period, by the pool's driver (tokens, GPU-seconds
-   or requests). With ``gpus_per_resource`` the provisioned GPU-seconds are measured from the billed
-   resources, and what no feature used is an explicit ``idle`` part.
-4. ``unmatched`` — anything else is an explicit ``unallocated`` row.
+1. ``unused_commitment``: the unused part of a commitment (CommitmentDiscountStatus = Unused) is
+   idle capacity: kept as an ``idle`` line, or spread over the features by their cost that day.
+2. ``tag:<key>``: the first tag/label of ``feature_tag_keys`` present on the charge names its feature.
+3. ``direct:<name>``: the first ``direct`` rule whose charge match holds names the feature.
+4. ``pool:<name>``: the first pool whose charge match holds splits the charge over the features that
+   used the pool during the charge period, by the pool's driver. When the pool knows its capacity
+   (billed resources × ``gpus_per_resource``, or GPU metrics in the usage) what nobody used is idle,
+   kept as an ``idle`` line or spread over the pool's features in proportion to use.
+5. ``overhead:<name>``: the first overhead rule whose match holds spreads the charge over features:
+   in proportion to their attributed cost that day, evenly, or by fixed percentages.
+6. ``unmatched``: anything else is an explicit ``unallocated`` line.
 
-Each charge's EffectiveCost and BilledCost are split separately with the largest-remainder rule, so
-the parts of every charge add up to both amounts to the last stored decimal.
+A pool without usage in a period gives ``pool:<name>:no_usage`` and an overhead rule without a
+cost basis that day gives ``overhead:<name>:no_basis``: both ``unallocated``, never dropped.
+
+Charges spanning several UTC days of their billing month (monthly tax, support fees) are first cut
+into one slice per day in proportion to time, so each day carries its own share. Each slice's
+EffectiveCost and BilledCost are split separately by ``models.money``'s cumulative rounding: the
+parts of every charge add up to both amounts to the last stored decimal, whatever the order of the
+input rows.
+
+Every part is classified COGS, R&D or OpEx (``cost_class``): an environment listed in
+``classification.environments`` fixes the class (staging → rnd); otherwise the feature's workload
+decides (production inference → cogs, training → rnd, free tier → opex, ...). A rule's
+``cost_class`` overrides both. ``docs/allocation.md`` is the reference for finance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
 import polars as pl
 
-from models.config import AllocationConfig, Pool
-from models.focus import FOCUS_COSTS_SCHEMA, MONEY
-from models.money import from_units, split_units, to_units
+from models.config import (
+    PRICE_PLACES,
+    AllocationConfig,
+    ChargeMatch,
+    FeatureConfig,
+    Pool,
+    TokenPrice,
+    UsageMatch,
+)
+from models.focus import FOCUS_COSTS_SCHEMA, MONEY, TIMESTAMP
+from models.money import (
+    PRODUCT_LIMIT,
+    UNIT,
+    check_amounts,
+    cumulative_part,
+    from_units,
+    to_units,
+    weight_divisor,
+)
+from models.usage import USAGE_KEYS, USAGE_MEASURES
 
 IDLE = "idle"
 UNALLOCATED = "unallocated"
-GPU_SECOND_UNITS = 1_000_000  # GPU-seconds are weighed in microseconds so weights stay integers
+KINDS = ("direct", "shared", "idle", "overhead", "unallocated")
+DRIVER_NUMBER = pl.Decimal(38, 12)
+PRICE_SCALE = 10**PRICE_PLACES
+PER_MILLION = 1_000_000
+BATCH_ROWS = 1_000_000  # charge slices per batch: about 2.5 GiB at peak with ~5 parts per charge
 
 CHARGE_COLUMNS = (
     "x_charge_id",
@@ -36,238 +78,1022 @@ CHARGE_COLUMNS = (
     "CommitmentDiscountStatus",
     "EffectiveCost",
     "BilledCost",
-    "ResourceId",
+    "BillingAccountId",
     "SubAccountId",
+    "ResourceId",
     "ServiceName",
+    "ServiceCategory",
+    "SkuId",
     "ProviderName",
     "Tags",
 )
+"""The focus_costs columns the rules read (others are ignored)."""
+REQUIRED = ("x_charge_id", "ChargePeriodStart", "ChargePeriodEnd", "EffectiveCost", "BilledCost")
+OUTPUT_COLUMNS = ("x_source", "x_billing_period", "ProviderName", "ServiceName", "ChargeCategory")
+# What a charge slice carries once its rule is known: the output's columns, amounts, and what pools read.
+SLICE_COLUMNS = (
+    "x_charge_id",
+    *OUTPUT_COLUMNS,
+    "slice_start",
+    "slice_end",
+    "charge_date",
+    "eff_units",
+    "bill_units",
+    "rule_id",
+    "feature",
+    "environment",
+    "ResourceId",
+    "rule_index",
+)
 
+# Few distinct values over millions of rows: categorical (strings to every reader, a 4-byte code in memory).
+LABEL = pl.Categorical()
 ALLOCATION_SCHEMA: dict[str, pl.DataType] = {
     "x_charge_id": pl.String(),
-    "x_source": pl.String(),
-    "x_billing_period": pl.String(),
-    "charge_period_start": pl.Datetime("us", "UTC"),
+    "x_source": LABEL,
+    "x_billing_period": LABEL,
+    "charge_period_start": TIMESTAMP,
     "charge_date": pl.Date(),
-    "provider_name": pl.String(),
-    "service_name": pl.String(),
-    "charge_category": pl.String(),
-    "feature": pl.String(),
-    "allocation_kind": pl.String(),  # direct | shared | idle | unallocated
-    "rule_id": pl.String(),
-    "driver": pl.String(),
-    "driver_quantity": pl.Decimal(38, 6),
-    "driver_total": pl.Decimal(38, 6),
+    "provider_name": LABEL,
+    "service_name": LABEL,
+    "charge_category": LABEL,
+    "feature": LABEL,
+    "environment": LABEL,
+    "cost_class": LABEL,  # cogs | rnd | opex
+    "allocation_kind": LABEL,  # one of KINDS
+    "rule_id": LABEL,
+    "driver": LABEL,
+    "driver_quantity": DRIVER_NUMBER,
+    "driver_total": DRIVER_NUMBER,
+    "share": DRIVER_NUMBER,
     "effective_cost": MONEY,
     "billed_cost": MONEY,
 }
 
 
-def _tag_feature(keys: list[str]) -> pl.Expr:
-    """The first configured tag key present in the Tags JSON object, as (feature, rule_id)."""
-    feature = pl.lit(None, pl.String)
-    rule = pl.lit(None, pl.String)
-    for key in reversed(keys):
-        value = pl.col("Tags").str.json_path_match(f"$['{key}']")
-        found = value.is_not_null() & (value != "")
-        feature = pl.when(found).then(value).otherwise(feature)
-        rule = pl.when(found).then(pl.lit(f"tag:{key}")).otherwise(rule)
-    return pl.struct(feature.alias("feature"), rule.alias("rule_id"))
+def allocate(
+    charges: pl.DataFrame | pl.LazyFrame,
+    usage: pl.DataFrame | pl.LazyFrame,
+    config: AllocationConfig,
+    features: Mapping[str, FeatureConfig] | None = None,
+) -> pl.DataFrame:
+    """Split every charge row; rows in ``ALLOCATION_SCHEMA``, sorted, identical for any input row order."""
+    parts = list(allocate_batches(charges, usage, config, features))
+    rows = pl.concat(parts) if parts else pl.DataFrame(schema=ALLOCATION_SCHEMA)
+    return rows.sort("x_charge_id", "charge_date", "rule_id", "allocation_kind", "feature", "environment")
 
 
-def _charge_in_pool(pool: Pool) -> pl.Expr:
-    m = pool.charges
+def allocate_batches(
+    charges: pl.DataFrame | pl.LazyFrame,
+    usage: pl.DataFrame | pl.LazyFrame,
+    config: AllocationConfig,
+    features: Mapping[str, FeatureConfig] | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pl.DataFrame]:
+    """The allocation a few whole UTC days at a time (bounded memory): write each batch, then drop it.
+
+    ``charges`` may be lazy (a Parquet scan, a query): consecutive days are collected together up to
+    about ``batch_rows`` charge slices. Usage is aggregated per pool, hour, feature and environment
+    once, up front. The rows do not depend on how the days are batched.
+    """
+    engine = _Engine(config, features or {}, usage)
+    lf = _charge_columns(charges.lazy(), config)
+    months = lf.select(pl.col("x_billing_period").unique()).collect().to_series().to_list()
+    cut, early, month_day = _calendar(months)
+    # Few charges are cut by day or start before their month: they are read once, up front. The rest is
+    # read batch by batch with a plain range on ChargePeriodStart (Parquet row groups are skipped).
+    ready = pl.concat(
+        [daily_slices(lf.filter(cut).collect()), whole_slices(lf.filter(early & ~cut).collect(), month_day)]
+    )
+    single = lf.filter(~cut & ~early)
+    counts = (
+        single.group_by(charge_date=pl.col("ChargePeriodStart").dt.date())
+        .len()
+        .collect()
+        .vstack(ready.group_by("charge_date").len().cast({"len": pl.UInt32}))
+        .group_by("charge_date")
+        .agg(pl.col("len").sum())
+        .sort("charge_date")
+    )
+    for first, last in _day_ranges(counts, batch_rows):
+        lo = datetime.combine(first, datetime.min.time(), UTC)
+        hi = datetime.combine(last, datetime.min.time(), UTC) + timedelta(days=1)
+        batch = pl.concat(
+            [
+                whole_slices(single.filter(pl.col("ChargePeriodStart").is_between(lo, hi, closed="left")).collect()),
+                ready.filter(pl.col("charge_date").is_between(first, last)),
+            ]
+        )
+        if batch.height:
+            yield engine.allocate(batch)
+
+
+def _calendar(months: list[str | None]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(cut by day?, starts before its month?, its month's first day) given the billing months.
+
+    Charges spanning several days of their billing month (``x_billing_period``, YYYY-MM) are cut by
+    day. One reaching beyond its month (a one-time purchase of a year) stays whole: its billed cost
+    belongs to the month that billed it; it is dated on its start, or on its month's first day when
+    it started before. A billing period that is not YYYY-MM has no month: nothing is clipped.
+    """
+    starts = {}
+    for month in months:
+        with suppress(TypeError, ValueError):
+            starts[month] = datetime.strptime(f"{month}-01", "%Y-%m-%d").replace(tzinfo=UTC)
+    start, end = pl.col("ChargePeriodStart"), pl.col("ChargePeriodEnd")
+    multi_day = end > start.dt.truncate("1d") + timedelta(days=1)
+    if not starts:
+        return multi_day, pl.lit(False), start.dt.date()
+    first = pl.col("x_billing_period").replace_strict(starts, default=None, return_dtype=TIMESTAMP)
+    within = first.is_null() | ((start >= first) & (end <= first.dt.offset_by("1mo")))
+    # The literal bound first: Parquet row-group statistics answer it without reading the rows.
+    early = (start < max(starts.values())) & (start < first).fill_null(False)
+    return multi_day & within, early, first.dt.date()
+
+
+def _day_ranges(counts: pl.DataFrame, budget: int) -> list[tuple[date, date]]:
+    """Consecutive days grouped so each group holds about ``budget`` rows (a day is never cut)."""
+    ranges: list[tuple[date, date]] = []
+    first: date | None = None
+    last: date | None = None
+    rows = 0
+    for day, n in counts.iter_rows():
+        if first is not None and rows + n > budget:
+            ranges.append((first, last))  # type: ignore[arg-type]
+            first, rows = None, 0
+        first = first or day
+        last, rows = day, rows + n
+    if first is not None:
+        ranges.append((first, last))  # type: ignore[arg-type]
+    return ranges
+
+
+def _charge_columns(charges: pl.LazyFrame, config: AllocationConfig) -> pl.LazyFrame:
+    """The columns the rules read, typed. Columns no rule reads, or a partial frame lacks, are null (not read)."""
+    present = charges.collect_schema().names()
+    missing = [c for c in REQUIRED if c not in present]
+    if missing:
+        raise ValueError(f"charges lack the columns {missing} the allocation needs")
+    read = _read_columns(config)
+    typed = {c: LABEL if c in OUTPUT_COLUMNS else FOCUS_COSTS_SCHEMA[c] for c in CHARGE_COLUMNS}
+    return charges.select(
+        (pl.col(c) if c in present and c in read else pl.lit(None)).cast(typed[c]).alias(c) for c in CHARGE_COLUMNS
+    )
+
+
+def _read_columns(config: AllocationConfig) -> set[str]:
+    """The charge columns the configured rules and the output need."""
+    read = {*REQUIRED, *OUTPUT_COLUMNS, "CommitmentDiscountStatus"}
+    if _tag_keys(config):
+        read.add("Tags")
+    if any(p.gpus_per_resource for p in config.pools):
+        read.add("ResourceId")
+    for rule in (*config.direct, *config.pools, *config.overhead):
+        m = rule.charges
+        for used, column in (
+            (m.source, "x_source"),
+            (m.providers, "ProviderName"),
+            (m.billing_account_ids, "BillingAccountId"),
+            (m.sub_account_ids, "SubAccountId"),
+            (m.resource_ids or m.resource_id_prefix, "ResourceId"),
+            (m.service_names, "ServiceName"),
+            (m.service_categories, "ServiceCategory"),
+            (m.sku_ids, "SkuId"),
+            (m.charge_categories, "ChargeCategory"),
+        ):
+            if used:
+                read.add(column)
+    return read
+
+
+def _usage_columns(usage: pl.LazyFrame) -> pl.LazyFrame:
+    """Usage with every key and measure column: keys a source lacks are null, measures 0."""
+    present = usage.collect_schema().names()
+    missing_keys = [pl.lit(None, t).alias(c) for c, t in USAGE_KEYS.items() if c not in present]
+    missing_measures = [pl.lit(0).cast(t).alias(c) for c, t in USAGE_MEASURES.items() if c not in present]
+    return usage.with_columns(*missing_keys, *missing_measures)
+
+
+def usage_classes(
+    usage: pl.DataFrame | pl.LazyFrame, config: AllocationConfig, features: Mapping[str, FeatureConfig] | None = None
+) -> pl.DataFrame:
+    """The cost class of each (feature, environment) of the usage, so unit costs divide like by like."""
+    classes = _Classes(config, features or {})
+    return (
+        usage.lazy()
+        .select("feature", "environment")
+        .unique()
+        .with_columns(cost_class=classes.of(pl.col("feature"), pl.col("environment")))
+        .sort("feature", "environment", nulls_last=False)
+        .collect()
+    )
+
+
+# --- slicing by day ---------------------------------------------------------------------------------------
+
+
+def daily_slices(charges: pl.DataFrame) -> pl.DataFrame:
+    """One row per charge and UTC day of its period, with the day's exact share of both amounts.
+
+    Adds ``slice_start``, ``slice_end``, ``charge_date``, ``eff_units`` and ``bill_units`` (Int128).
+    A charge within one day is its own single slice.
+    """
+    start, end = pl.col("ChargePeriodStart"), pl.col("ChargePeriodEnd")
+    # A period that ends at or before its start (malformed) is one slice on its start day.
+    last = pl.max_horizontal(end - timedelta(microseconds=1), start)
+    frame = charges.with_columns(_day=pl.datetime_ranges(start.dt.truncate("1d"), last, "1d", closed="both")).explode(
+        "_day"
+    )
+    slice_start = pl.max_horizontal(start, pl.col("_day"))
+    slice_end = pl.min_horizontal(end, pl.col("_day") + timedelta(days=1))
+    total = pl.max_horizontal((end - start).dt.total_microseconds(), pl.lit(0)).cast(pl.Int128)
+    single = total <= (slice_end - slice_start).dt.total_microseconds()
+    check_amounts(_max_abs(charges, "EffectiveCost", "BilledCost"))
+
+    def part(column: str) -> pl.Expr:
+        before = (slice_start - start).dt.total_microseconds().cast(pl.Int128)
+        upto = (slice_end - start).dt.total_microseconds().cast(pl.Int128)
+        whole = to_units(pl.col(column))
+        return pl.when(single).then(whole).otherwise(cumulative_part(whole, before, upto, total))
+
+    return frame.with_columns(
+        slice_start=pl.when(single).then(start).otherwise(slice_start),
+        slice_end=pl.when(single).then(end).otherwise(slice_end),
+        charge_date=pl.col("_day").dt.date(),
+        eff_units=part("EffectiveCost"),
+        bill_units=part("BilledCost"),
+    ).drop("_day")
+
+
+def whole_slices(charges: pl.DataFrame, charge_day: pl.Expr | None = None) -> pl.DataFrame:
+    """``daily_slices`` for charges known to lie within one UTC day: each charge is its own slice."""
+    check_amounts(_max_abs(charges, "EffectiveCost", "BilledCost"))
+    return charges.with_columns(
+        slice_start=pl.col("ChargePeriodStart"),
+        slice_end=pl.col("ChargePeriodEnd"),
+        charge_date=pl.col("ChargePeriodStart").dt.date() if charge_day is None else charge_day,
+        eff_units=to_units(pl.col("EffectiveCost")),
+        bill_units=to_units(pl.col("BilledCost")),
+    )
+
+
+def _max_abs(frame: pl.DataFrame, *columns: str, units: bool = False) -> int:
+    """The largest magnitude among ``columns``, in money units (exact Python int)."""
+    if frame.is_empty():
+        return 0
+    values = frame.select((pl.col(c) if units else to_units(pl.col(c))).abs().max() for c in columns).row(0)
+    return max(int(v or 0) for v in values)
+
+
+# --- matching charges and usage ------------------------------------------------------------------------
+
+
+def _tag_keys(config: AllocationConfig) -> list[str]:
+    """Every tag key a rule reads, in a stable order."""
+    keys = [*config.feature_tag_keys, *config.environment_tag_keys]
+    for rule in (*config.direct, *config.pools, *config.overhead):
+        keys.extend(rule.charges.tags)
+    return list(dict.fromkeys(keys))
+
+
+def _tag_column(key: str) -> str:
+    return f"_tag:{key}"
+
+
+def _with_tags(charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Add one column per tag key (its value, null when absent or empty), parsing each distinct Tags once."""
+    if not keys:
+        return charges
+    distinct = charges.select(pl.col("Tags").drop_nulls().unique())
+    values = distinct.with_columns(
+        pl.col("Tags").str.json_path_match(f"$['{k}']").alias(_tag_column(k)) for k in keys
+    ).with_columns(pl.when(pl.col(_tag_column(k)) != "").then(pl.col(_tag_column(k))) for k in keys)
+    return charges.join(values, on="Tags", how="left", maintain_order="left")
+
+
+def _first_tag(keys: list[str]) -> tuple[pl.Expr, pl.Expr]:
+    """(value, index in ``keys``) of the first key present, both null when none is."""
+    value, index = pl.lit(None, pl.String), pl.lit(None, pl.Int32)
+    for i, key in reversed(list(enumerate(keys))):
+        found = pl.col(_tag_column(key)).is_not_null()
+        value = pl.when(found).then(pl.col(_tag_column(key))).otherwise(value)
+        index = pl.when(found).then(pl.lit(i, pl.Int32)).otherwise(index)
+    return value, index
+
+
+def charge_matches(m: ChargeMatch) -> pl.Expr:
+    """Whether a charge row satisfies every condition of ``m`` (null columns never match).
+
+    Tag conditions read the columns ``_with_tags`` adds.
+    """
     cond = pl.lit(True)
     if m.source:
         cond &= pl.col("x_source") == m.source
-    if m.resource_ids:
-        cond &= pl.col("ResourceId").is_in(m.resource_ids)
+    for values, column in (
+        (m.providers, "ProviderName"),
+        (m.billing_account_ids, "BillingAccountId"),
+        (m.sub_account_ids, "SubAccountId"),
+        (m.resource_ids, "ResourceId"),
+        (m.service_names, "ServiceName"),
+        (m.service_categories, "ServiceCategory"),
+        (m.sku_ids, "SkuId"),
+        (m.charge_categories, "ChargeCategory"),
+    ):
+        if values:
+            cond &= pl.col(column).is_in(values)
     if m.resource_id_prefix:
         cond &= pl.col("ResourceId").str.starts_with(m.resource_id_prefix)
-    if m.sub_account_ids:
-        cond &= pl.col("SubAccountId").is_in(m.sub_account_ids)
-    if m.service_names:
-        cond &= pl.col("ServiceName").is_in(m.service_names)
     for key, value in m.tags.items():
-        cond &= pl.col("Tags").str.json_path_match(f"$['{key}']") == value
+        tag = pl.col(_tag_column(key))
+        cond &= tag.is_not_null() if value == "*" else tag == value
     return cond.fill_null(False)
 
 
-def _usage_in_pool(pool: Pool) -> pl.Expr:
-    m = pool.usage
+def usage_matches(m: UsageMatch) -> pl.Expr:
     cond = pl.lit(True)
-    if m.deployments:
-        cond &= pl.col("deployment").is_in(m.deployments)
-    if m.providers:
-        cond &= pl.col("provider").is_in(m.providers)
-    if m.environments:
-        cond &= pl.col("environment").is_in(m.environments)
+    for values, column in (
+        (m.sources, "source"),
+        (m.deployments, "deployment"),
+        (m.providers, "provider"),
+        (m.models, "model"),
+        (m.environments, "environment"),
+        (m.features, "feature"),
+    ):
+        if values:
+            cond &= pl.col(column).is_in(values)
     return cond.fill_null(False)
 
 
-def _driver_units(driver: str) -> pl.Expr:
-    if driver == "tokens":
-        return (pl.col("input_tokens") + pl.col("output_tokens")).cast(pl.Int128)
-    if driver == "requests":
-        return pl.col("requests").cast(pl.Int128)
-    return (pl.col("gpu_seconds").cast(pl.Decimal(38, 6)) * GPU_SECOND_UNITS).cast(pl.Int128)
+@dataclass(frozen=True)
+class RuleOrder:
+    """Every rule id in precedence order; ``rule_index`` in classified charges points into ``ids``."""
+
+    ids: list[str]
+    first_direct: int
+    first_pool: int
+    first_overhead: int
+
+    @classmethod
+    def of(cls, config: AllocationConfig) -> RuleOrder:
+        tags = [f"tag:{k}" for k in config.feature_tag_keys]
+        first_direct = 1 + len(tags)
+        first_pool = first_direct + len(config.direct)
+        first_overhead = first_pool + len(config.pools)
+        others = [r.rule_id for r in (*config.direct, *config.pools, *config.overhead)]
+        return cls(["unused_commitment", *tags, *others, "unmatched"], first_direct, first_pool, first_overhead)
+
+    @property
+    def unmatched(self) -> int:
+        return len(self.ids) - 1
 
 
 def classify(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
-    """Add ``rule_id``, ``direct_feature`` and ``pool`` to each charge (the rule that applies)."""
-    pool_name = pl.lit(None, pl.String)
-    for pool in reversed(config.pools):
-        pool_name = pl.when(_charge_in_pool(pool)).then(pl.lit(pool.name)).otherwise(pool_name)
-    tagged = _tag_feature(config.feature_tag_keys)
+    """Add ``rule_id``/``rule_index`` (the rule that takes each charge) and ``feature``/``environment`` where named."""
+    framed = _with_tags(charges, _tag_keys(config))
+    tag_value, tag_index = _first_tag(config.feature_tag_keys)
+    env_tag, _ = _first_tag(config.environment_tag_keys)
+    others = [*config.direct, *config.pools, *config.overhead]
+    order = RuleOrder.of(config)
+    rule_ids, first_other = order.ids, order.first_direct
     unused = pl.col("CommitmentDiscountStatus").fill_null("") == "Unused"
-    return (
-        charges.with_columns(_tag=tagged, _pool=pool_name)
-        .with_columns(
-            rule_id=pl.when(unused)
-            .then(pl.lit("unused_commitment"))
-            .when(pl.col("_tag").struct.field("rule_id").is_not_null())
-            .then(pl.col("_tag").struct.field("rule_id"))
-            .when(pl.col("_pool").is_not_null())
-            .then(pl.lit("pool:") + pl.col("_pool"))
-            .otherwise(pl.lit("unmatched")),
-            direct_feature=pl.col("_tag").struct.field("feature"),
-        )
-        .with_columns(pool=pl.when(pl.col("rule_id").str.starts_with("pool:")).then(pl.col("_pool")))
-        .drop("_tag", "_pool")
+    index = pl.when(unused).then(pl.lit(0, pl.Int32)).when(tag_index.is_not_null()).then(tag_index + 1)
+    for i, rule in enumerate(others):
+        index = index.when(charge_matches(rule.charges)).then(pl.lit(first_other + i, pl.Int32))
+    index = index.otherwise(pl.lit(len(rule_ids) - 1, pl.Int32))
+    direct = {first_other + i: r for i, r in enumerate(config.direct)}
+    is_tag = (pl.col("_rule") >= 1) & (pl.col("_rule") < first_other)
+    by_direct = {i: r.feature for i, r in direct.items()}
+    env_direct = {i: r.environment for i, r in direct.items() if r.environment}
+    named = is_tag | pl.col("_rule").is_in(list(direct))
+    classified = framed.with_columns(_rule=index).with_columns(
+        rule_id=pl.col("_rule").replace_strict(dict(enumerate(rule_ids)), return_dtype=LABEL),
+        feature=pl.when(is_tag).then(tag_value).otherwise(_lookup(pl.col("_rule"), by_direct, None)),
+        environment=pl.when(named).then(pl.coalesce(_lookup(pl.col("_rule"), env_direct, None), env_tag)),
     )
+    return classified.rename({"_rule": "rule_index"}).drop(c for c in classified.columns if c.startswith("_tag:"))
 
 
-def _pool_weights(pool: Pool, charges: pl.DataFrame, usage: pl.DataFrame) -> pl.DataFrame:
-    """Weights per (charge period, feature) for one pool, ``idle`` included when capacity is known."""
-    periods = charges.select("ChargePeriodStart", "ChargePeriodEnd").unique()
-    used = usage.filter(_usage_in_pool(pool)).select("hour", "feature", _driver_units(pool.driver).alias("weight"))
-    by_feature = (
-        periods.join_where(
-            used,
-            pl.col("hour") >= pl.col("ChargePeriodStart"),
-            pl.col("hour") < pl.col("ChargePeriodEnd"),
+# --- classification COGS / R&D / OpEx ------------------------------------------------------------------
+
+
+class _Classes:
+    """Cost class of a (feature, environment): environment first, then the feature's workload."""
+
+    def __init__(self, config: AllocationConfig, features: Mapping[str, FeatureConfig]) -> None:
+        c = config.classification
+        self.environments = {k.lower(): v for k, v in c.environments.items()}
+        self.by_feature = {name: f.cost_class or c.workloads[f.workload] for name, f in features.items()}
+        self.default = c.workloads["production_inference"]
+        self.idle, self.unallocated = c.idle, c.unallocated
+
+    def of(self, feature: pl.Expr, environment: pl.Expr) -> pl.Expr:
+        by_env = _lookup(environment.str.to_lowercase(), self.environments, None)
+        return pl.coalesce(by_env, _lookup(feature, self.by_feature, self.default))
+
+
+def _lookup(expr: pl.Expr, mapping: Mapping[object, str | None], default: str | None) -> pl.Expr:
+    """``mapping[value]``, else ``default`` (also for null values), as a String expression."""
+    fallback = pl.lit(default, pl.String)
+    if not mapping:
+        return fallback
+    return expr.replace_strict(dict(mapping), default=fallback, return_dtype=pl.String).fill_null(fallback)
+
+
+# --- drivers -----------------------------------------------------------------------------------------------
+
+
+def _price_for(model: str, prices: Mapping[str, TokenPrice], default: TokenPrice) -> TokenPrice:
+    """The price of the longest configured model name that ``model`` starts with (exact names included)."""
+    names = [n for n in prices if model.startswith(n)]
+    return prices[max(names, key=len)] if names else default
+
+
+def _micro(p: TokenPrice) -> tuple[int, int, int, int]:
+    """(input, cache read, cache write, output) in micro-USD per 1M tokens: exact integers (6 decimals at most)."""
+    read = p.input if p.cached_input is None else p.cached_input
+    write = p.input if p.cache_write_input is None else p.cache_write_input
+    prices = (p.input, read, write, p.output)
+    return tuple(int(price * PRICE_SCALE) for price in prices)  # type: ignore[return-value]
+
+
+def _model_prices(usage: pl.DataFrame, config: AllocationConfig) -> list[pl.Expr]:
+    """Per-row (input, cache read, cache write, output) prices by the usage row's model."""
+    prices = config.token_prices
+    default = _micro(prices.default)
+    table = {m: _micro(_price_for(m, prices.models, prices.default)) for m in usage["model"].drop_nulls().unique()}
+    model = pl.col("model")
+
+    def column(i: int) -> pl.Expr:
+        if not table:
+            return pl.lit(default[i], pl.Int128)
+        mapping = {k: v[i] for k, v in table.items()}
+        return model.replace_strict(mapping, default=default[i], return_dtype=pl.Int128).fill_null(default[i])
+
+    return [column(i) for i in range(4)]
+
+
+def driver_weight(driver: str, usage: pl.DataFrame, config: AllocationConfig) -> pl.Expr:
+    """Integer weight of each usage row for ``driver`` (see ``driver_scale`` for its unit)."""
+    if driver == "tokens":
+        return (pl.col("input_tokens") + pl.col("output_tokens")).cast(pl.Int128)
+    if driver == "priced_tokens":
+        p_in, p_read, p_write, p_out = _model_prices(usage, config)
+        # input_tokens include the cache reads and writes (inference_usage's definition); they are priced apart.
+        tokens = pl.col("input_tokens").cast(pl.Int128)
+        read = pl.min_horizontal(pl.col("cached_input_tokens").fill_null(0).cast(pl.Int128), tokens)
+        write = pl.min_horizontal(pl.col("cache_creation_input_tokens").fill_null(0).cast(pl.Int128), tokens - read)
+        plain = tokens - read - write
+        return plain * p_in + read * p_read + write * p_write + pl.col("output_tokens").cast(pl.Int128) * p_out
+    dtype = USAGE_MEASURES[driver]
+    if isinstance(dtype, pl.Decimal):
+        return (pl.col(driver).cast(dtype) * 10 ** (dtype.scale or 0)).cast(pl.Int128)
+    return pl.col(driver).cast(pl.Int128)
+
+
+def driver_scale(driver: str) -> int:
+    """Divide a weight by this to read it in the driver's unit (priced tokens: USD at the configured prices)."""
+    if driver == "priced_tokens":
+        return PRICE_SCALE * PER_MILLION
+    dtype = USAGE_MEASURES.get(driver)
+    return 10 ** (dtype.scale or 0) if isinstance(dtype, pl.Decimal) else 1
+
+
+# --- the engine ----------------------------------------------------------------------------------------
+
+PERIOD = ["rule_id", "slice_start", "slice_end"]
+ONE = Decimal(1)
+
+
+class _Engine:
+    """The configured rules, with the usage of every pool aggregated per hour, feature and environment."""
+
+    def __init__(
+        self, config: AllocationConfig, features: Mapping[str, FeatureConfig], usage: pl.DataFrame | pl.LazyFrame
+    ) -> None:
+        self.config = config
+        self.features = features
+        self.classes = _Classes(config, features)
+        self.overhead = {o.rule_id: o for o in config.overhead}
+        self.order = RuleOrder.of(config)
+        self.pools = pl.DataFrame(
+            {
+                "rule_id": [p.rule_id for p in config.pools],
+                "_gpus": [p.gpus_per_resource if p.capacity == "billing" else None for p in config.pools],
+                "_spread": [p.idle == "spread" for p in config.pools],
+                "_pool_class": [p.cost_class for p in config.pools],
+                "_unit": [ONE / driver_scale(p.driver) for p in config.pools],
+                "driver": [p.driver for p in config.pools],
+            },
+            schema={
+                "rule_id": LABEL,
+                "_gpus": pl.Int128,
+                "_spread": pl.Boolean,
+                "_pool_class": pl.String,
+                "_unit": DRIVER_NUMBER,
+                "driver": pl.String,
+            },
         )
-        .group_by("ChargePeriodStart", "ChargePeriodEnd", "feature")
-        .agg(pl.col("weight").sum())
+        used = _usage_columns(usage.lazy()).collect()
+        hourly = [self._hourly_use(p, used) for p in config.pools]
+        self.hourly = pl.concat(hourly) if hourly else pl.DataFrame(schema=HOURLY_SCHEMA)
+        provisioned = [self._provisioned(p, used) for p in config.pools if p.capacity == "telemetry"]
+        self.provisioned = pl.concat(provisioned) if provisioned else pl.DataFrame(schema=PROVISIONED_SCHEMA)
+
+    def _hourly_use(self, pool: Pool, usage: pl.DataFrame) -> pl.DataFrame:
+        rows = usage.filter(usage_matches(pool.usage)).with_columns(pl.col("hour").cast(TIMESTAMP))
+        weight = driver_weight(pool.driver, rows, self.config)
+        return (
+            rows.group_by("hour", "feature", "environment")
+            .agg(weight.sum().alias("weight"))
+            .filter(pl.col("weight") > 0)
+            .select(
+                rule_id=pl.lit(pool.rule_id), hour="hour", feature="feature", environment="environment", weight="weight"
+            )
+            .cast(HOURLY_SCHEMA)  # type: ignore[arg-type]
+        )
+
+    def _provisioned(self, pool: Pool, usage: pl.DataFrame) -> pl.DataFrame:
+        """GPU-microseconds provisioned per hour for a pool measured by GPU metrics (gpu_seconds_provisioned)."""
+        rows = usage.filter(usage_matches(pool.usage)).with_columns(pl.col("hour").cast(TIMESTAMP))
+        return (
+            rows.group_by("hour")
+            .agg(driver_weight("gpu_seconds_provisioned", rows, self.config).sum().alias("provisioned"))
+            .select(rule_id=pl.lit(pool.rule_id), hour="hour", provisioned="provisioned")
+            .cast(PROVISIONED_SCHEMA)  # type: ignore[arg-type]
+        )
+
+    def allocate(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """A batch of whole days: charges taken whole or pooled first, then what spreads by their cost."""
+        classified = classify(batch, self.config).select(SLICE_COLUMNS)
+        index, order = pl.col("rule_index"), self.order
+        deferred = index.is_between(order.first_overhead, order.unmatched, closed="left")
+        if self.config.unused_commitment == "spread":
+            deferred |= index == 0
+        pooled = index.is_between(order.first_pool, order.first_overhead, closed="left")
+        whole = self._whole(classified.filter(~pooled & ~deferred))
+        shared, pool_basis = self._pooled(classified.filter(pooled))
+        parts = [_finish(whole), *shared]
+        later = classified.filter(deferred)
+        if later.height:
+            parts.extend(self._overhead(later, pl.concat([_basis(whole), pool_basis])))
+        return pl.concat(parts)
+
+    def _whole(self, charges: pl.DataFrame) -> pl.DataFrame:
+        """Charges taken whole: tags, direct rules, unused commitment (kept), unmatched."""
+        index = pl.col("rule_index")
+        unused, unmatched = index == 0, index == self.order.unmatched
+        first = self.order.first_direct
+        overrides = {first + i: r.cost_class for i, r in enumerate(self.config.direct) if r.cost_class}
+        return charges.with_columns(
+            feature=pl.when(unused).then(pl.lit(IDLE)).when(unmatched).then(pl.lit(UNALLOCATED)).otherwise("feature"),
+            allocation_kind=pl.when(unused)
+            .then(pl.lit("idle"))
+            .when(unmatched)
+            .then(pl.lit("unallocated"))
+            .otherwise(pl.lit("direct")),
+            cost_class=pl.when(unused)
+            .then(pl.lit(self.classes.idle))
+            .when(unmatched)
+            .then(pl.lit(self.classes.unallocated))
+            .otherwise(
+                pl.coalesce(_lookup(index, overrides, None), self.classes.of(pl.col("feature"), pl.col("environment")))
+            ),
+            **_taken_whole(),
+        )
+
+    def _unallocated(self, charges: pl.DataFrame, suffix: str) -> pl.DataFrame:
+        """Charges a pool or overhead rule took but could not split: whole, ``unallocated``, rule suffixed."""
+        return charges.with_columns(
+            feature=pl.lit(UNALLOCATED),
+            environment=pl.lit(None, pl.String),
+            allocation_kind=pl.lit("unallocated"),
+            cost_class=pl.lit(self.classes.unallocated),
+            rule_id=pl.concat_str(pl.col("rule_id").cast(pl.String), pl.lit(suffix)),
+            **_taken_whole(),
+        )
+
+    # Shared pools ------------------------------------------------------------------------------------
+
+    def _pooled(self, charges: pl.DataFrame) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+        """Pool charges split by their pools' weights (finished rows), and the cost they give each feature."""
+        if charges.is_empty():
+            return [], pl.DataFrame(schema=BASIS_SCHEMA)
+        charges = charges.drop("feature", "environment")
+        weights = self._pool_weights(charges)
+        if weights.is_empty():
+            return [_finish(self._unallocated(charges, ":no_usage"))], pl.DataFrame(schema=BASIS_SCHEMA)
+        return self._split_by(charges, weights, PERIOD, ":no_usage"), _weights_basis(charges, weights)
+
+    def _split_by(
+        self, charges: pl.DataFrame, weights: pl.DataFrame, keys: list[str], lacking: str
+    ) -> list[pl.DataFrame]:
+        """Finished rows: charges split by the weights of their ``keys``; those without weights unallocated."""
+        weights = _bounded(weights, charges, keys).select(*dict.fromkeys([*keys, *PART_COLUMNS, *SPLIT_COLUMNS]))
+        payload = charges.select(*dict.fromkeys([*keys, *CHARGE_PAYLOAD])).with_columns(_amounts=AMOUNTS)
+        parts = []
+        for (amounts,), group in sorted(payload.partition_by("_amounts", as_dict=True).items()):
+            joined = group.drop("_amounts").join(weights, on=keys, how="inner", maintain_order="left_right")
+            parts.append(_finish(_split(joined, str(amounts)), same_amounts=amounts == "same"))
+        without = charges.select(keys).unique().join(weights.select(keys).unique(), on=keys, how="anti")
+        if without.height:
+            parts.append(_finish(self._unallocated(charges.join(without, on=keys, how="semi"), lacking)))
+        return parts
+
+    def _pool_weights(self, charges: pl.DataFrame) -> pl.DataFrame:
+        """Per pool and period of the batch's pool charges: one row per part, with its running weights."""
+        periods = charges.select(PERIOD).unique()
+        last = pl.col("slice_end") - timedelta(microseconds=1)
+        hours = periods.with_columns(
+            hour=pl.datetime_ranges(pl.col("slice_start").dt.truncate("1h"), last, "1h", closed="both")
+        ).explode("hour")
+        used = (
+            hours.join(self.hourly, on=["rule_id", "hour"], how="inner")
+            .group_by(*PERIOD, "feature", "environment")
+            .agg(pl.col("weight").sum())
+            .join(self.pools, on="rule_id", how="left")
+        )
+        feature_class = self.classes.of(pl.col("feature"), pl.col("environment"))
+        used = used.with_columns(cost_class=pl.coalesce("_pool_class", feature_class))
+        return _pool_parts(used, self._idle(charges, hours, used), self.pools, self.classes.idle)
+
+    def _idle(self, charges: pl.DataFrame, hours: pl.DataFrame, used: pl.DataFrame) -> pl.DataFrame:
+        """Provisioned minus used GPU-microseconds per pool period, for pools that measure their capacity.
+
+        Billing: distinct billed resources (Usage lines) × GPUs per resource × the period's length.
+        Telemetry: the pool's usage rows' gpu_seconds_provisioned over the period's hours.
+        """
+        gpu_pools = self.pools.filter(pl.col("_gpus").is_not_null()).select("rule_id", "_gpus")
+        micros = (pl.col("slice_end") - pl.col("slice_start")).dt.total_microseconds().cast(pl.Int128)
+        billed = (
+            charges.filter((pl.col("ChargeCategory") == "Usage") & pl.col("ResourceId").is_not_null())
+            .join(gpu_pools, on="rule_id", how="inner")
+            .group_by(PERIOD)
+            .agg(pl.col("ResourceId").n_unique().cast(pl.Int128).alias("resources"), pl.col("_gpus").first())
+            .select(*PERIOD, capacity=pl.col("resources") * pl.col("_gpus") * micros)
+        )
+        measured = (
+            hours.join(self.provisioned, on=["rule_id", "hour"], how="inner")
+            .group_by(PERIOD)
+            .agg(pl.col("provisioned").sum().alias("capacity"))
+        )
+        capacity = pl.concat([billed, measured])
+        busy = used.group_by(PERIOD).agg(pl.col("weight").sum().alias("busy"))
+        idle = pl.max_horizontal(pl.col("capacity") - pl.col("busy").fill_null(0), pl.lit(0, pl.Int128))
+        return capacity.join(busy, on=PERIOD, how="left").select(*PERIOD, idle=idle).filter(pl.col("idle") > 0)
+
+    # Overhead and spread unused commitments ------------------------------------------------------------
+
+    def _overhead(self, charges: pl.DataFrame, basis: pl.DataFrame) -> list[pl.DataFrame]:
+        """Each overhead rule's charges split by its weights for the charge's day (or unallocated)."""
+        parts = []
+        charges = charges.drop("feature", "environment")
+        for (rule_id,), mine in sorted(charges.partition_by("rule_id", as_dict=True).items()):
+            weights, keys = self._overhead_weights(str(rule_id), basis)
+            if weights.is_empty():
+                parts.append(_finish(self._unallocated(mine, ":no_basis")))
+            else:
+                labelled = weights.with_columns(rule_id=pl.lit(rule_id).cast(LABEL))
+                parts.extend(self._split_by(mine, labelled, keys, ":no_basis"))
+        return parts
+
+    def _overhead_weights(self, rule_id: str, basis: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+        """A rule's weights and the columns that join them to its charges."""
+        daily = ["rule_id", "charge_date"]
+        if rule_id == "unused_commitment":
+            return _proportional(basis, [], [], None, kind="idle"), daily
+        rule = self.overhead[rule_id]
+        if rule.split == "proportional":
+            return _proportional(basis, rule.features, rule.basis, rule.cost_class, kind="overhead"), daily
+        if rule.split == "even":
+            weights = dict.fromkeys(rule.features or sorted(self.features), 1)
+            driver, scale = "even", 1
+        else:
+            weights = {name: int(p * PRICE_SCALE) for name, p in rule.percentages.items()}
+            driver, scale = "percent", PRICE_SCALE
+        frame = pl.DataFrame(
+            {"feature": list(weights), "weight": list(weights.values())},
+            schema={"feature": pl.String, "weight": pl.Int128},
+        ).with_columns(environment=pl.lit(None, pl.String))
+        feature_class = self.classes.of(pl.col("feature"), pl.col("environment"))
+        frame = frame.with_columns(
+            cost_class=pl.lit(rule.cost_class) if rule.cost_class else feature_class,
+            allocation_kind=pl.lit("overhead"),
+            driver=pl.lit(driver),
+            _use="weight",
+            _shown_total=pl.col("weight").sum(),
+            _unit=pl.lit(ONE / scale, DRIVER_NUMBER),
+        )
+        return _running(frame, group=[]), ["rule_id"]
+
+
+HOURLY_SCHEMA = {
+    "rule_id": LABEL,
+    "hour": TIMESTAMP,
+    "feature": pl.String,
+    "environment": pl.String,
+    "weight": pl.Int128,
+}
+LABELS = ("rule_id", "feature", "environment", "cost_class", "allocation_kind", "driver")
+# What a split carries through its join: from each part, and from each charge.
+PART_COLUMNS = (*LABELS, "driver_quantity", "driver_total", "share")
+SPLIT_COLUMNS = ("_first", "_upto2", "_total")
+CHARGE_PAYLOAD = ("x_charge_id", *OUTPUT_COLUMNS, "slice_start", "charge_date", "eff_units", "bill_units")
+PROVISIONED_SCHEMA = {"rule_id": LABEL, "hour": TIMESTAMP, "provisioned": pl.Int128}
+BASIS_SCHEMA = {
+    "charge_date": pl.Date,
+    "rule_id": pl.String,
+    "feature": pl.String,
+    "environment": pl.String,
+    "cost_class": pl.String,
+    "weight": pl.Int128,
+}
+
+
+def _taken_whole() -> dict[str, pl.Expr]:
+    """Columns of a part that is its whole charge slice."""
+    return {
+        "driver": pl.lit(None, pl.String),
+        "share": pl.lit(ONE, DRIVER_NUMBER),
+        "eff_part": pl.col("eff_units"),
+        "bill_part": pl.col("bill_units"),
+    }
+
+
+def _pool_parts(used: pl.DataFrame, idle: pl.DataFrame, pools: pl.DataFrame, idle_class: str) -> pl.DataFrame:
+    """Running weights of the pools' parts per period: features (shared), then idle, kept or spread.
+
+    Spread idle is one level: feature f's shared part weighs ``w_f · busy`` and its idle part
+    ``w_f · idle``, out of ``busy · (busy + idle)``: the busy share split by use plus the idle share
+    split by the same use. A period nobody used keeps its idle whole (there is no use to spread it by).
+    """
+    busy_by_period = used.group_by(PERIOD).agg(pl.col("weight").sum().alias("_busy"))
+    used = used.join(idle, on=PERIOD, how="left").join(busy_by_period, on=PERIOD, how="left")
+    used = used.with_columns(pl.col("idle").fill_null(0))
+    capacity = pl.col("_busy") + pl.col("idle")
+    keep = used.filter(~pl.col("_spread")).with_columns(
+        allocation_kind=pl.lit("shared"), _use="weight", _shown_total=capacity
     )
-    if pool.gpus_per_resource is None:
-        return by_feature
-    seconds = (pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart")).dt.total_seconds()
-    provisioned = (
-        charges.filter((pl.col("ChargeCategory") == "Usage") & pl.col("ResourceId").is_not_null())
-        .group_by("ChargePeriodStart", "ChargePeriodEnd")
-        .agg(pl.col("ResourceId").n_unique().alias("resources"))
+    spread = used.filter(pl.col("_spread"))
+    spread_shared = spread.with_columns(
+        allocation_kind=pl.lit("shared"),
+        _use="weight",
+        weight=pl.col("weight") * pl.col("_busy"),
+        _shown_total=capacity,
+    )
+    spread_idle = spread.filter(pl.col("idle") > 0).with_columns(
+        allocation_kind=pl.lit("idle"), _use="weight", weight=pl.col("weight") * pl.col("idle"), _shown_total="_busy"
+    )
+    kept_idle = (
+        idle.join(pools, on="rule_id", how="left")
+        .join(busy_by_period, on=PERIOD, how="left")
+        .filter(~pl.col("_spread") | pl.col("_busy").is_null())
         .with_columns(
-            capacity=(pl.col("resources") * pool.gpus_per_resource * seconds).cast(pl.Int128) * GPU_SECOND_UNITS
-        )
-    )
-    idle = (
-        provisioned.join(
-            by_feature.group_by("ChargePeriodStart", "ChargePeriodEnd").agg(pl.col("weight").sum().alias("busy")),
-            on=["ChargePeriodStart", "ChargePeriodEnd"],
-            how="left",
-        )
-        .select(
-            "ChargePeriodStart",
-            "ChargePeriodEnd",
             feature=pl.lit(IDLE),
-            weight=pl.max_horizontal(pl.col("capacity") - pl.col("busy").fill_null(0), pl.lit(0, pl.Int128)),
+            environment=pl.lit(None, pl.String),
+            allocation_kind=pl.lit("idle"),
+            cost_class=pl.coalesce("_pool_class", pl.lit(idle_class)),
+            weight="idle",
+            _use="idle",
+            _shown_total=pl.col("_busy").fill_null(0) + pl.col("idle"),
         )
+    )
+    columns = [
+        *PERIOD,
+        "feature",
+        "environment",
+        "cost_class",
+        "allocation_kind",
+        "driver",
+        "weight",
+        "_use",
+        "_shown_total",
+        "_unit",
+    ]
+    frame = pl.concat(
+        [f.select(columns) for f in (keep, spread_shared, spread_idle, kept_idle)], how="vertical_relaxed"
+    )
+    return _running(frame, group=PERIOD)
+
+
+def _running(frame: pl.DataFrame, group: list[str]) -> pl.DataFrame:
+    """Order parts (kind, feature, environment) inside each group; add running weights and display columns.
+
+    ``frame`` has ``weight`` (what splits), ``_use`` and ``_shown_total`` (the driver quantities shown)
+    and ``_unit`` (one weight unit in the driver's unit).
+    """
+    order = [*group, "allocation_kind", "feature", "environment"]
+    w = pl.col("weight")
+    upto = w.cum_sum().over(group) if group else w.cum_sum()
+    total = w.sum().over(group) if group else w.sum()
+    unit = pl.col("_unit")
+    return (
+        frame.with_columns(w.cast(pl.Int128))
+        .sort(order, nulls_last=False)
+        .with_columns(
+            _before=upto - w,
+            _upto=upto,
+            _total=total,
+            driver_quantity=(pl.col("_use").cast(pl.Int128) * unit).cast(DRIVER_NUMBER),
+            driver_total=(pl.col("_shown_total").cast(pl.Int128) * unit).cast(DRIVER_NUMBER),
+            share=(w.cast(pl.Float64) / total.cast(pl.Float64)).round(12).cast(DRIVER_NUMBER),
+        )
+        .drop("_use", "_shown_total", "_unit", "weight")
+        .with_columns(pl.col(c).cast(LABEL) for c in LABELS if c in frame.columns)
+    )
+
+
+def _basis(parts: pl.DataFrame | None) -> pl.DataFrame:
+    """Attributed EffectiveCost (units) per day, rule, feature, environment and class of whole-taken parts."""
+    if parts is None or parts.is_empty():
+        return pl.DataFrame(schema=BASIS_SCHEMA)
+    return (
+        parts.filter(pl.col("allocation_kind") == "direct")
+        .group_by("charge_date", "rule_id", "feature", "environment", "cost_class")
+        .agg(pl.col("eff_part").sum().alias("weight"))
+        .cast(BASIS_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def _weights_basis(charges: pl.DataFrame, weights: pl.DataFrame) -> pl.DataFrame:
+    """Each feature's attributed pool cost per day, from the pools' weights and each period's total amount.
+
+    It is the cost before each charge's sub-unit rounding: a weight for overhead, not a booked amount.
+    """
+    totals = charges.group_by(PERIOD).agg(pl.col("eff_units").sum().alias("_amount"))
+    share = (pl.col("_amount") * (pl.col("_upto") - pl.col("_before"))) // pl.col("_total")
+    return (
+        weights.filter(pl.col("feature") != IDLE)
+        .join(totals, on=PERIOD, how="inner")
+        .group_by(
+            charge_date=pl.col("slice_start").dt.date(),
+            rule_id="rule_id",
+            feature="feature",
+            environment="environment",
+            cost_class="cost_class",
+        )
+        .agg(share.sum().alias("weight"))
+        .cast(BASIS_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def _proportional(
+    basis: pl.DataFrame, features: list[str], rules: list[str], cost_class: str | None, kind: str
+) -> pl.DataFrame:
+    """Weights per day in proportion to each (feature, environment)'s attributed cost (positive totals only)."""
+    rows = basis.filter(~pl.col("feature").is_in([IDLE, UNALLOCATED]))
+    if features:
+        rows = rows.filter(pl.col("feature").is_in(features))
+    if rules:
+        rows = rows.filter(pl.col("rule_id").is_in(rules))
+    if cost_class:
+        rows = rows.with_columns(cost_class=pl.lit(cost_class))
+    rows = (
+        rows.group_by("charge_date", "feature", "environment", "cost_class")
+        .agg(pl.col("weight").sum())
         .filter(pl.col("weight") > 0)
     )
-    return pl.concat([by_feature, idle.cast(by_feature.schema)])
-
-
-def allocate(charges: pl.DataFrame, usage: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
-    """Split every charge row; returns rows in ``ALLOCATION_SCHEMA`` (order-independent, exact)."""
-    classified = classify(charges.select(pl.col(c).cast(FOCUS_COSTS_SCHEMA[c]) for c in CHARGE_COLUMNS), config)
-    pools = {p.name: p for p in config.pools}
-
-    simple = classified.filter(pl.col("pool").is_null()).select(
-        pl.exclude("direct_feature", "pool"),
-        feature=pl.when(pl.col("rule_id") == "unused_commitment")
-        .then(pl.lit(IDLE))
-        .when(pl.col("rule_id") == "unmatched")
-        .then(pl.lit(UNALLOCATED))
-        .otherwise(pl.col("direct_feature")),
-        allocation_kind=pl.when(pl.col("rule_id") == "unused_commitment")
-        .then(pl.lit("idle"))
-        .when(pl.col("rule_id") == "unmatched")
-        .then(pl.lit("unallocated"))
-        .otherwise(pl.lit("direct")),
-        driver=pl.lit(None, pl.String),
-        weight=pl.lit(1, pl.Int128),
-        driver_total=pl.lit(1, pl.Int128),
-    )
-    parts = [simple]
-    for name, pool in pools.items():
-        pooled = classified.filter(pl.col("pool") == name)
-        if pooled.is_empty():
-            continue
-        weights = _pool_weights(pool, pooled, usage)
-        joined = pooled.join(weights, on=["ChargePeriodStart", "ChargePeriodEnd"], how="left")
-        joined = joined.with_columns(driver_total=pl.col("weight").sum().over("x_charge_id"))
-        no_usage = joined.filter(pl.col("driver_total").fill_null(0) == 0).unique("x_charge_id")
-        shared = joined.filter(pl.col("driver_total") > 0)
-        parts.append(
-            shared.select(
-                pl.exclude("direct_feature", "pool", "weight", "driver_total", "feature"),
-                feature=pl.col("feature"),
-                allocation_kind=pl.when(pl.col("feature") == IDLE).then(pl.lit("idle")).otherwise(pl.lit("shared")),
-                driver=pl.lit(pool.driver),
-                weight=pl.col("weight"),
-                driver_total=pl.col("driver_total"),
-            )
-        )
-        parts.append(
-            no_usage.select(
-                pl.exclude("direct_feature", "pool", "weight", "driver_total", "feature"),
-                feature=pl.lit(UNALLOCATED),
-                allocation_kind=pl.lit("unallocated"),
-                driver=pl.lit(pool.driver),
-                weight=pl.lit(0, pl.Int128),
-                driver_total=pl.lit(0, pl.Int128),
-            ).with_columns(rule_id=pl.col("rule_id") + ":no_usage")
-        )
-    rows = pl.concat([p.cast(parts[0].schema) for p in parts])
-    return _split(rows)
-
-
-def _split(rows: pl.DataFrame) -> pl.DataFrame:
-    """Split both cost columns by ``weight`` within each charge; zero-weight charges keep the whole."""
+    if rows.is_empty():
+        return rows
+    day = ["charge_date"]
     rows = rows.with_columns(
-        _w=pl.when(pl.col("driver_total") > 0).then(pl.col("weight")).otherwise(pl.lit(1, pl.Int128)),
-        _eff=to_units(pl.col("EffectiveCost")),
-        _bill=to_units(pl.col("BilledCost")),
+        allocation_kind=pl.lit(kind),
+        driver=pl.lit("cost"),
+        _use="weight",
+        _shown_total=pl.col("weight").sum().over(day),
+        _unit=pl.lit(UNIT, DRIVER_NUMBER),
     )
-    lf = split_units(rows, group="x_charge_id", amount="_eff", weight="_w", order="feature", out="_eff_part")
-    lf = split_units(lf, group="x_charge_id", amount="_bill", weight="_w", order="feature", out="_bill_part")
-    unit_scale = pl.lit(GPU_SECOND_UNITS, pl.Int128)
-    scale = pl.when(pl.col("driver") == "gpu_seconds").then(unit_scale).otherwise(pl.lit(1, pl.Int128))
+    return _running(rows, group=day)
+
+
+def _bounded(weights: pl.DataFrame, charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Weights ready to split: scaled down where amount × total weight could overflow 128 bits (rare)."""
+    largest = _max_abs(charges, "eff_units", "bill_units", units=True)
+    check_amounts(largest)
+    if largest * int(weights["_total"].max() or 0) >= PRODUCT_LIMIT:  # type: ignore[operator]
+        weights = _scaled_down(weights, charges, keys)
+    return weights.with_columns(_first=pl.col("_before") == 0, _upto2=pl.col("_upto") * 2)
+
+
+def _scaled_down(weights: pl.DataFrame, charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    per_group = charges.group_by(keys).agg(
+        pl.max_horizontal(pl.col("eff_units").abs(), pl.col("bill_units").abs()).max().alias("_max")
+    )
+    # Boundaries shared by neighbouring parts are floored alike, so the parts still telescope exactly.
     return (
-        lf.select(
-            "x_charge_id",
-            "x_source",
-            "x_billing_period",
-            charge_period_start=pl.col("ChargePeriodStart"),
-            charge_date=pl.col("ChargePeriodStart").dt.date(),
-            provider_name=pl.col("ProviderName"),
-            service_name=pl.col("ServiceName"),
-            charge_category=pl.col("ChargeCategory"),
-            feature="feature",
-            allocation_kind="allocation_kind",
-            rule_id="rule_id",
-            driver="driver",
-            driver_quantity=pl.when(pl.col("driver").is_not_null()).then(
-                pl.col("weight").cast(pl.Decimal(38, 6)) / scale.cast(pl.Decimal(38, 6))
-            ),
-            driver_total=pl.when(pl.col("driver").is_not_null()).then(
-                pl.col("driver_total").cast(pl.Decimal(38, 6)) / scale.cast(pl.Decimal(38, 6))
-            ),
-            effective_cost=from_units(pl.col("_eff_part")),
-            billed_cost=from_units(pl.col("_bill_part")),
-        )
-        .sort("x_charge_id", "feature")
-        .collect()
-        .cast(ALLOCATION_SCHEMA)  # type: ignore[arg-type]
+        weights.join(per_group, on=keys, how="left", maintain_order="left")
+        .with_columns(_div=weight_divisor(pl.col("_max").fill_null(0), pl.col("_total")))
+        .with_columns(pl.col(c) // pl.col("_div") for c in ("_before", "_upto", "_total"))
+        .drop("_max", "_div")
     )
+
+
+# Which amounts of a charge need their own split: most charges bill what they cost (one split serves
+# both), commitment-covered usage often has one amount 0; only the rest needs two.
+AMOUNTS = (
+    pl.when(pl.col("eff_units") == pl.col("bill_units"))
+    .then(pl.lit("same"))
+    .when(pl.col("eff_units") == 0)
+    .then(pl.lit("billed"))
+    .when(pl.col("bill_units") == 0)
+    .then(pl.lit("effective"))
+    .otherwise(pl.lit("both"))
+)
+
+
+PART_OF = {"eff_units": "eff_part", "bill_units": "bill_part"}
+
+
+def _split(rows: pl.DataFrame, amounts: str = "both") -> pl.DataFrame:
+    """Each part of its charge slice by cumulative rounding (see ``models.money``).
+
+    Rows must hold the parts of each charge next to each other in running-weight order (the joins
+    keep the charge's order, then the weights table's, as polars documents for ``maintain_order``):
+    a part's lower boundary is then the upper boundary of the row before it, so each part costs one
+    128-bit division per amount, not two. ``amounts`` says which amounts need a split (see AMOUNTS).
+    """
+    total, first = pl.col("_total"), pl.col("_first")
+
+    def part(units: str) -> pl.Expr:
+        upper = pl.col(f"_{units}")
+        return upper - pl.when(first).then(pl.lit(0, pl.Int128)).otherwise(upper.shift(1))
+
+    needed = {"same": ["eff_units"], "billed": ["bill_units"], "effective": ["eff_units"]}.get(
+        amounts, ["eff_units", "bill_units"]
+    )
+    upper = {f"_{u}": (pl.col(u) * pl.col("_upto2") + total) // (total * 2) for u in needed}
+    rows = rows.with_columns(**upper).with_columns(part(u).alias(PART_OF[u]) for u in needed)
+    zero = pl.lit(0, pl.Int128)
+    if amounts == "same":
+        rows = rows.with_columns(bill_part="eff_part")
+    elif amounts == "billed":
+        rows = rows.with_columns(eff_part=zero)
+    elif amounts == "effective":
+        rows = rows.with_columns(bill_part=zero)
+    return rows.drop(*(f"_{u}" for u in needed))
+
+
+def _finish(parts: pl.DataFrame, same_amounts: bool = False) -> pl.DataFrame:
+    """Rows in ``ALLOCATION_SCHEMA``: amounts back to Decimal(38, 12) (once when both are the same)."""
+    present = set(parts.columns)
+    rows = parts.select(
+        "x_charge_id",
+        "x_source",
+        "x_billing_period",
+        charge_period_start=pl.col("slice_start"),
+        charge_date="charge_date",
+        provider_name=pl.col("ProviderName"),
+        service_name=pl.col("ServiceName"),
+        charge_category=pl.col("ChargeCategory"),
+        feature="feature",
+        environment="environment",
+        cost_class="cost_class",
+        allocation_kind="allocation_kind",
+        rule_id="rule_id",
+        driver="driver",
+        driver_quantity=pl.col("driver_quantity") if "driver_quantity" in present else pl.lit(None),
+        driver_total=pl.col("driver_total") if "driver_total" in present else pl.lit(None),
+        share="share",
+        effective_cost=from_units(pl.col("eff_part")),
+        billed_cost=pl.lit(None) if same_amounts else from_units(pl.col("bill_part")),
+    )
+    if same_amounts:
+        rows = rows.with_columns(billed_cost="effective_cost")
+    return rows.cast(ALLOCATION_SCHEMA)  # type: ignore[arg-type]
+
+
+# --- reading the result --------------------------------------------------------------------------------
+
+
+def waterfall_steps(
+    parts: pl.DataFrame, unit: Mapping[str, object] | None
+) -> list[tuple[str, Decimal, Decimal | None]]:
+    """(label, amount, running total) from each provider's part of a feature's cost to COGS and unit cost.
+
+    ``parts``: provider_name, allocation_kind, cost_class, cost (v_feature_waterfall for one feature
+    and month); ``unit``: the feature's v_feature_cogs_monthly row. Used by ``cogs explain`` and the report.
+    """
+    steps: list[tuple[str, Decimal, Decimal | None]] = []
+    running = Decimal(0)
+    totals = parts.group_by("provider_name").agg(pl.col("cost").sum())
+    for provider in totals.sort("cost", "provider_name", descending=[True, False])["provider_name"].to_list():
+        mine = parts.filter(pl.col("provider_name") == provider)
+        for kind in KINDS:
+            amount = Decimal(mine.filter(pl.col("allocation_kind") == kind)["cost"].sum() or 0)
+            if amount:
+                running += amount
+                steps.append((f"{provider} bill · {kind}", amount, running))
+    steps.append(("= attributed cost", running, None))
+    for cost_class, label in (
+        ("rnd", "− R&D (non-production, training, evaluation)"),
+        ("opex", "− OpEx (free tier, internal)"),
+    ):
+        amount = Decimal(parts.filter(pl.col("cost_class") == cost_class)["cost"].sum() or 0)
+        if amount:
+            running -= amount
+            steps.append((label, -amount, running))
+    steps.append(("= COGS", running, None))
+    if unit and unit.get("useful_outputs"):
+        outputs = int(unit["useful_outputs"])  # type: ignore[call-overload]
+        per_output = Decimal(str(unit["cost_per_useful_output"]))
+        steps.append((f"÷ {outputs:,} useful outputs = per useful output", per_output, None))
+    return steps

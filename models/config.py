@@ -335,7 +335,177 @@ class OtelGenAITelemetry(_Strict):
         return self
 
 
-Telemetry = Annotated[OtelGenAITelemetry, Field(discriminator="type")]
+class _PrometheusMetrics(_Strict):
+    """Where Prometheus metrics come from (scrape files or the HTTP API) and how series map to deployments."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    path: str | None = Field(
+        None, description="folder or glob of timestamped text-format scrapes (.prom/.txt/.om, optionally .gz)"
+    )
+    prometheus_url: str | None = Field(None, description="Prometheus HTTP API base URL, e.g. http://prometheus:9090")
+    bearer_token_env: str | None = Field(None, description="env var holding a bearer token for the Prometheus API")
+    selector: str = Field("", description='extra label matchers for API queries, e.g. job="vllm",namespace="prod"')
+    scrape_interval_seconds: int = Field(
+        60, ge=1, le=3_600, description="files: the scrape interval; API: the query step (must divide 3600)"
+    )
+    max_gap_seconds: int | None = Field(
+        None, ge=1, le=3_600, description="samples further apart than this are a gap (default 1.5 scrape intervals)"
+    )
+    deployment_labels: list[str] = Field(
+        default_factory=lambda: ["instance"], min_length=1, description="labels naming the deployment; first non-empty"
+    )
+    deployments: dict[str, str] = Field(
+        default_factory=dict, description="label value or glob (vllm-llama-*) → deployment name; first match wins"
+    )
+    deployment_features: dict[str, str] = Field(
+        default_factory=dict, description="deployment → feature, for deployments that serve one feature"
+    )
+    environment: str | None = None
+    timeout_seconds: float = 30.0
+    max_retries: int = 5
+
+    @property
+    def max_gap(self) -> int:
+        return self.max_gap_seconds or (self.scrape_interval_seconds * 3 + 1) // 2
+
+    @model_validator(mode="after")
+    def _one_origin_and_step(self) -> _PrometheusMetrics:
+        if (self.path is None) == (self.prometheus_url is None):
+            raise ValueError(f"source {self.name!r}: set exactly one of path (scrape files) or prometheus_url (API)")
+        if 3_600 % self.scrape_interval_seconds:
+            raise ValueError(f"scrape_interval_seconds must divide 3600, got {self.scrape_interval_seconds}")
+        if self.max_gap < self.scrape_interval_seconds:
+            raise ValueError("max_gap_seconds must be at least scrape_interval_seconds")
+        return self
+
+
+class VllmMetricsTelemetry(_PrometheusMetrics):
+    """vLLM's Prometheus counters (prompt/generation tokens, finished requests) per deployment and model."""
+
+    type: Literal["vllm_metrics"]
+    feature_label: str | None = Field(None, description="label naming the feature (e.g. added by relabeling)")
+    provider: str = "vllm"
+    failed_finish_reasons: list[str] = Field(
+        default_factory=lambda: ["abort", "error"], description="finished_reason values counted as failed"
+    )
+    deployments_with_spans: list[str] = Field(
+        default_factory=list,
+        description="deployments whose requests OTel spans already count: their counters go to stats only",
+    )
+
+
+class DcgmMetricsTelemetry(_PrometheusMetrics):
+    """NVIDIA DCGM exporter GPU utilization: busy and provisioned GPU-seconds per deployment and hour."""
+
+    type: Literal["dcgm_metrics"]
+    deployment_labels: list[str] = Field(  # type: ignore[assignment]
+        default_factory=lambda: ["pod", "Hostname"], min_length=1, description="labels naming the deployment"
+    )
+    utilization_metric: Literal["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"] = Field(
+        "DCGM_FI_DEV_GPU_UTIL", description="GPU_UTIL is 0-100 (%), GR_ENGINE_ACTIVE a 0-1 ratio"
+    )
+    provider: str | None = Field(None, description="provider of the GPUs (e.g. aws); NULL when unset")
+
+
+class LiteLLMTelemetry(_Strict):
+    """LiteLLM proxy's ``LiteLLM_SpendLogs`` table, read from its PostgreSQL (never the prompt columns)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["litellm_spend_logs"]
+    url_env: str = Field("LITELLM_DATABASE_URL", description="env var holding the postgresql:// URL of LiteLLM's DB")
+    table: str = "LiteLLM_SpendLogs"
+    db_schema: str = Field("public", description="PostgreSQL schema of the table")
+    feature_tag_prefix: str | None = Field("feature:", description="request tag naming the feature: feature:<name>")
+    feature_metadata_key: str | None = Field(
+        "spend_logs_metadata.feature", description="dotted path in the metadata JSON naming the feature"
+    )
+    environment_tag_prefix: str | None = "env:"
+    environment_metadata_key: str | None = "spend_logs_metadata.environment"
+    environment: str | None = Field(None, description="environment of rows that name none")
+    retry_metadata_key: str | None = Field(
+        "spend_logs_metadata.retry_attempt", description="dotted metadata path: > 0 or true marks a retry"
+    )
+    accepted_metadata_key: str | None = Field(
+        "spend_logs_metadata.user_accepted", description="dotted metadata path: true when the user accepted"
+    )
+    customer_column: Literal["end_user", "user"] | None = Field(
+        None, description="column holding the customer id; unset: no customer"
+    )
+    customer_hash_salt_env: str | None = None
+    store_raw_customer: bool = False
+    self_hosted_providers: list[str] = Field(
+        default_factory=lambda: ["hosted_vllm", "vllm"],
+        description="custom_llm_provider values whose request duration counts as GPU-seconds",
+    )
+    batch_size: int = Field(5_000, ge=1, description="rows fetched per round trip of the server-side cursor")
+
+    @model_validator(mode="after")
+    def _customer_ids_are_protected(self) -> LiteLLMTelemetry:
+        if self.customer_column and not self.customer_hash_salt_env and not self.store_raw_customer:
+            raise ValueError("customer_column needs customer_hash_salt_env, or store_raw_customer: true")
+        return self
+
+
+class RequestLogColumns(_Strict):
+    """Which column of the log holds what; only ``timestamp`` is required."""
+
+    timestamp: str
+    feature: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    environment: str | None = None
+    customer: str | None = None
+    status: str | None = None
+    input_tokens: str | None = None
+    output_tokens: str | None = None
+    cached_input_tokens: str | None = None
+    cache_creation_input_tokens: str | None = None
+    reasoning_tokens: str | None = None
+    latency: str | None = None
+    accepted: str | None = None
+    retry: str | None = None
+
+
+class RequestLogsTelemetry(_Strict):
+    """Generic request logs (CSV or Parquet), one row per model request, mapped by ``columns``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: Literal["request_logs"]
+    path: str = Field(description="folder or glob of .csv/.csv.gz/.parquet files")
+    columns: RequestLogColumns
+    timestamp_format: Literal["iso8601", "epoch_s", "epoch_ms", "epoch_us"] = "iso8601"
+    naive_timezone: str = Field("UTC", description="time zone of timestamps without an offset")
+    latency_unit: Literal["ms", "s"] = "ms"
+    success_values: list[str] = Field(
+        default_factory=lambda: ["success", "succeeded", "ok", "completed"],
+        description="status values (case-insensitive) meaning success; numeric statuses: 1xx-3xx succeed",
+    )
+    failure_values: list[str] = Field(
+        default_factory=lambda: ["failure", "failed", "error", "timeout", "cancelled"],
+        description="status values (case-insensitive) meaning failure; numeric statuses: 4xx-5xx fail",
+    )
+    defaults: dict[Literal["feature", "model", "provider", "deployment", "environment"], str] = Field(
+        default_factory=dict, description="values for keys the log has no column for (or leaves empty)"
+    )
+    self_hosted_providers: list[str] = Field(
+        default_factory=lambda: ["vllm"], description="providers whose latency counts as GPU-seconds"
+    )
+    customer_hash_salt_env: str | None = None
+    store_raw_customer: bool = False
+    csv_separator: str = Field(",", min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _customer_ids_are_protected(self) -> RequestLogsTelemetry:
+        if self.columns.customer and not self.customer_hash_salt_env and not self.store_raw_customer:
+            raise ValueError("columns.customer needs customer_hash_salt_env, or store_raw_customer: true")
+        return self
+
+
+Telemetry = Annotated[
+    OtelGenAITelemetry | VllmMetricsTelemetry | DcgmMetricsTelemetry | LiteLLMTelemetry | RequestLogsTelemetry,
+    Field(discriminator="type"),
+]
 
 
 CostClass = Literal["cogs", "rnd", "opex"]
@@ -400,12 +570,15 @@ class TokenPrice(_Strict):
     """A model's list prices per 1M tokens; only their ratios matter (they weigh usage, they are not billed)."""
 
     input: Decimal = Field(ge=0)
-    cached_input: Decimal | None = Field(None, ge=0, description="defaults to the input price")
+    cached_input: Decimal | None = Field(None, ge=0, description="prompt-cache reads; defaults to the input price")
+    cache_write_input: Decimal | None = Field(
+        None, ge=0, description="prompt-cache writes (Anthropic: 1.25× input); defaults to the input price"
+    )
     output: Decimal = Field(ge=0)
 
     @model_validator(mode="after")
     def _exact(self) -> TokenPrice:
-        for value in (self.input, self.cached_input, self.output):
+        for value in (self.input, self.cached_input, self.cache_write_input, self.output):
             if value is not None and value != round(value, PRICE_PLACES):
                 raise ValueError(f"token prices take at most {PRICE_PLACES} decimals, got {value}")
         return self
@@ -458,6 +631,11 @@ class Pool(_Rule):
     gpus_per_resource: int | None = Field(
         None, gt=0, description="GPUs per billed resource: measures provisioned GPU-seconds, so idle is explicit"
     )
+    capacity: Literal["billing", "telemetry"] = Field(
+        "billing",
+        description="provisioned GPU-seconds from the bill (resources × gpus_per_resource) or from the usage "
+        "rows' gpu_seconds_provisioned (GPU metrics)",
+    )
     idle: Literal["keep", "spread"] = Field(
         "keep", description="keep: an `idle` line; spread: over the pool's features in proportion to use"
     )
@@ -466,14 +644,29 @@ class Pool(_Rule):
     def rule_id(self) -> str:
         return f"pool:{self.name}"
 
+    @property
+    def measures_idle(self) -> bool:
+        return self.capacity == "telemetry" or self.gpus_per_resource is not None
+
     @model_validator(mode="before")
     @classmethod
     def _gpu_check_first(cls, data: object) -> object:
         # Checked before the fields so the message is not hidden behind other errors of the same pool.
-        gpus = isinstance(data, dict) and data.get("gpus_per_resource") is not None
-        if gpus and data.get("driver", "tokens") != "gpu_seconds":  # type: ignore[union-attr]
-            raise ValueError(f"pool {data.get('name')!r}: gpus_per_resource needs driver: gpu_seconds")  # type: ignore[union-attr]
+        if not isinstance(data, dict) or data.get("driver", "tokens") == "gpu_seconds":
+            return data
+        if data.get("gpus_per_resource") is not None:
+            raise ValueError(f"pool {data.get('name')!r}: gpus_per_resource needs driver: gpu_seconds")
+        if data.get("capacity") == "telemetry":
+            raise ValueError(f"pool {data.get('name')!r}: capacity: telemetry needs driver: gpu_seconds")
         return data
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> Pool:
+        if self.capacity == "telemetry" and self.gpus_per_resource is not None:
+            raise ValueError(f"pool {self.name!r}: capacity: telemetry reads GPUs from usage; drop gpus_per_resource")
+        if self.idle == "spread" and not self.measures_idle:
+            raise ValueError(f"pool {self.name!r}: idle: spread needs gpus_per_resource or capacity: telemetry")
+        return self
 
     @field_validator("driver")
     @classmethod
@@ -611,10 +804,125 @@ class FeatureConfig(_Strict):
 
 
 class AnomalyConfig(_Strict):
-    min_history_days: int = Field(4, description="earlier days of the same kind (weekday/weekend) needed")
-    score_threshold: float = 4.0
-    min_impact_usd: float = 100.0
-    min_relative_change: float = 0.3
+    """The daily detector (models/anomaly.py): a same-weekday median baseline, a robust score and two floors."""
+
+    baseline_weeks: int = Field(4, ge=1, le=26, description="the baseline is the same weekday over this many weeks")
+    min_same_weekday: int = Field(
+        3, ge=1, description="fewer same-weekday points than this: fall back to the same kind of day (weekday/weekend)"
+    )
+    min_history_days: int = Field(4, ge=1, description="fallback: earlier days of the same kind needed to score a day")
+    fallback_window_days: int = Field(28, ge=7, description="fallback: how far back days of the same kind are taken")
+    score_threshold: float = Field(5.0, gt=0, description="robust z-score: excess / the series' typical deviation")
+    min_impact_usd: float = Field(100.0, ge=0, description="and the excess costs at least this much (USD per day)")
+    min_relative_change: float = Field(0.3, ge=0, description="and the value is at least this much above the baseline")
+    spread_floor: float = Field(
+        0.05, ge=0, description="the spread is at least this share of the baseline, so flat series don't flag noise"
+    )
+    noise_window_days: int = Field(28, ge=7, description="the spread is the series' noise over this many days")
+    min_noise_days: int = Field(7, ge=3, description="fewer scored days than this: the reference days' own MAD")
+    trend_adjust: bool = Field(
+        True, description="raise the baseline by how far the recent days ran above theirs (growth is no incident)"
+    )
+    top_drivers: int = Field(3, ge=1, le=20, description="children listed per driver dimension")
+
+
+_CHANNEL_NAME = r"^[a-z][a-z0-9_-]*$"
+
+
+class _AlertChannel(_Strict):
+    name: str = Field(pattern=_CHANNEL_NAME)
+    min_impact_usd: float = Field(0.0, ge=0, description="only anomalies costing at least this much (total impact)")
+    features: list[str] = Field(
+        default_factory=list, description="only anomalies of these features (empty: every feature and provider)"
+    )
+    metrics: list[Literal["spend", "unit_cost"]] = Field(default_factory=lambda: ["spend", "unit_cost"])
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class SlackAlertChannel(_AlertChannel):
+    """A Slack incoming webhook; its URL is a secret, so only the environment variable is named here."""
+
+    type: Literal["slack"]
+    url_env: str = Field(description="env var holding https://hooks.slack.com/services/...")
+
+
+class EmailAlertChannel(_AlertChannel):
+    """E-mail over SMTP (smtplib): STARTTLS or implicit TLS, credentials from environment variables."""
+
+    type: Literal["email"]
+    smtp_host: str
+    smtp_port: int = Field(587, ge=1, le=65_535)
+    tls: Literal["starttls", "ssl", "none"] = Field("starttls", description="ssl: implicit TLS (port 465)")
+    ca_file: str | None = Field(None, description="PEM bundle to trust instead of the system's (private relays)")
+    username_env: str | None = Field(None, description="env var holding the SMTP user; unset: no login")
+    password_env: str | None = Field(None, description="env var holding the SMTP password")
+    from_address: str = Field(alias="from", min_length=3)
+    to: list[str] = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> EmailAlertChannel:
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError(f"channel {self.name!r}: set both username_env and password_env, or neither")
+        return self
+
+
+class WebhookAlertChannel(_AlertChannel):
+    """Any HTTP endpoint: the anomaly as JSON, optionally signed with HMAC-SHA256 (header X-Cogs-Signature)."""
+
+    type: Literal["webhook"]
+    url: str | None = Field(None, description="the endpoint, when it is not a secret")
+    url_env: str | None = Field(None, description="env var holding the endpoint, when it is")
+    secret_env: str | None = Field(None, description="env var holding the HMAC key; unset: unsigned")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (not secrets)")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookAlertChannel:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError(f"channel {self.name!r}: set exactly one of url or url_env")
+        return self
+
+
+class FileAlertChannel(_AlertChannel):
+    """Appends each message as one JSON line to a local file: for demos, audits and tests."""
+
+    type: Literal["file"]
+    path: str
+
+
+AlertChannel = Annotated[
+    SlackAlertChannel | EmailAlertChannel | WebhookAlertChannel | FileAlertChannel, Field(discriminator="type")
+]
+
+
+class AlertsConfig(_Strict):
+    """Where anomalies are sent (pipelines/alerts.py); delivery goes through the alert_outbox table."""
+
+    channels: list[AlertChannel] = Field(default_factory=list)
+    interval_seconds: int = Field(60, ge=10, description="how often the alert sensor looks for work")
+    max_age_days: int | None = Field(
+        7, ge=1, description="anomalies that ended longer ago are not alerted when first found (backfills)"
+    )
+    retry_base_seconds: int = Field(60, ge=1, description="first retry delay of a failed delivery; doubles each time")
+    retry_max_seconds: int = Field(6 * 3_600, ge=1, description="longest delay between retries (never given up)")
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channel_names(cls, v: list[AlertChannel]) -> list[AlertChannel]:
+        names = [c.name for c in v]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"alert channel names must be unique; repeated: {dup}")
+        return v
+
+    def reference_errors(self, features: set[str]) -> list[str]:
+        """Channels filtering on features that cogs.yaml does not define."""
+        known = sorted(features) or "(no features configured)"
+        return [
+            f"alert channel {c.name!r} names unknown features {unknown}; features: {known}"
+            for c in self.channels
+            if (unknown := sorted(set(c.features) - features))
+        ]
 
 
 class IngestConfig(_Strict):
@@ -624,7 +932,22 @@ class IngestConfig(_Strict):
 
 
 class ReportsConfig(_Strict):
+    """The month-end close pack, the weekly flash and their Dagster schedules (times in UTC)."""
+
     output_dir: str = ".cogs/reports"
+    close_day: int = Field(
+        5, ge=1, le=28, description="day of the next month on which a month is closed and its close pack written"
+    )
+    close_hour: int = Field(7, ge=0, le=23, description="UTC hour of the close")
+    flash_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
+        "monday", description="day the weekly flash is written, for the last complete week (Monday to Sunday)"
+    )
+    flash_hour: int = Field(7, ge=0, le=23, description="UTC hour of the weekly flash")
+    top_movers: int = Field(5, ge=1, le=50, description="lines the weekly flash lists as top movers")
+    pdf: bool = Field(True, description="also print the HTML report to PDF with headless Chromium")
+    chromium: str | None = Field(
+        None, description="Chromium or Chrome binary for the PDF; default: chromium, chromium-browser, google-chrome"
+    )
 
 
 class CogsConfig(_Strict):
@@ -637,6 +960,7 @@ class CogsConfig(_Strict):
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     anomalies: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
 
     @field_validator("features")

@@ -1,4 +1,14 @@
-"""Exact money: decimal amounts as integer units, and splits whose parts add back to the whole."""
+"""Exact money: decimal amounts as integer units, and splits whose parts add back to the whole.
+
+The split rule is *cumulative rounding*: order the parts of an amount ``A`` (fixed, documented order),
+let ``C_i`` be the running total of the weights up to and including part ``i`` and ``W`` the total
+weight; part ``i`` is ``round(A·C_i/W) − round(A·C_{i−1}/W)`` (half up). The parts telescope to
+``round(A·W/W) − round(0) = A`` exactly, each part is within one unit (1e-12) of its exact
+proportional share, and the result depends only on the weights and the order of the parts, never on
+the order of the input rows. Because a part needs only its own running totals, a split needs no
+per-charge sorting or ranking: that is what lets the allocation run row by row on tens of millions
+of parts.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +19,52 @@ import polars as pl
 from models.focus import MONEY, MONEY_SCALE
 
 UNIT = Decimal(1).scaleb(-MONEY_SCALE)  # the smallest stored amount, 1e-12
+PRODUCT_LIMIT = 2**124
+"""Amount × weight must stay below this so that ``2·A·C + W`` fits in a signed 128-bit integer."""
+MAX_UNITS = 2**100
+"""Largest amount one charge row may carry (about 1.3e18 USD): far beyond any bill, checked anyway."""
+
+
+class SplitOverflow(ValueError):
+    """An amount too large to split exactly in 128-bit integers."""
 
 
 def to_units(expr: pl.Expr) -> pl.Expr:
     """Decimal(38, 12) money → exact Int128 count of 1e-12 units."""
-    return (expr.cast(MONEY) * 10**MONEY_SCALE).cast(pl.Int128)
+    return expr.cast(MONEY).to_physical()  # the Decimal(38, 12) representation is this integer
 
 
 def from_units(expr: pl.Expr) -> pl.Expr:
-    """Inverse of ``to_units``; exact."""
-    return expr.cast(pl.Decimal(38, 0)).cast(MONEY) / 10**MONEY_SCALE
+    """Inverse of ``to_units``; exact (a multiplication by the unit, no division)."""
+    return (expr.cast(pl.Int128) * pl.lit(UNIT, MONEY)).cast(MONEY)
+
+
+def boundary(amount: pl.Expr, upto: pl.Expr, total: pl.Expr) -> pl.Expr:
+    """``round(amount · upto / total)``, half up, in 128-bit integers (any sign of ``amount``; total > 0)."""
+    a = amount.cast(pl.Int128)
+    return (a * (upto * 2) + total) // (total * 2)
+
+
+def cumulative_part(amount: pl.Expr, before: pl.Expr, upto: pl.Expr, total: pl.Expr) -> pl.Expr:
+    """The part of ``amount`` between running weights ``before`` and ``upto`` out of ``total`` (Int128)."""
+    return boundary(amount, upto, total) - boundary(amount, before, total)
+
+
+def weight_divisor(max_amount: pl.Expr, total: pl.Expr) -> pl.Expr:
+    """Divide weights by this (per group) so that ``max_amount × total`` stays under ``PRODUCT_LIMIT``.
+
+    1 for real bills against an hour or a day of usage; only huge weights (e.g. a month of
+    price-weighted tokens) against a large charge get scaled down. Parts still add up exactly; a part
+    moves from its exact share by at most about amount²/2**122 units: 4e-12 USD for an 18M USD
+    charge, 3e-7 USD for a billion.
+    """
+    estimate = max_amount.cast(pl.Float64) * total.cast(pl.Float64) / float(PRODUCT_LIMIT // 4)
+    return pl.when(estimate >= 1).then(estimate.ceil().cast(pl.Int128) + 1).otherwise(pl.lit(1, pl.Int128))
+
+
+def check_amounts(max_abs_units: int) -> None:
+    if max_abs_units >= MAX_UNITS:
+        raise SplitOverflow(f"a charge of {Decimal(max_abs_units) * UNIT} is too large to split exactly")
 
 
 def split_units(
@@ -27,30 +73,20 @@ def split_units(
     group: str,
     amount: str,
     weight: str,
-    order: str,
+    order: str | list[str],
     out: str,
 ) -> pl.LazyFrame:
-    """Largest-remainder split of each group's ``amount`` (Int128 units) by integer ``weight``.
+    """Cumulative-rounding split of each group's ``amount`` (Int128 units) by non-negative integer ``weight``.
 
-    Every row of a group carries the group's whole amount; the result column ``out`` holds the
-    row's part. Parts of a group sum to the amount exactly, are proportional to the weights up to
-    one unit, and ties in the remainder go to the smallest ``order`` value, so the result does not
-    depend on row order. Negative amounts (credits) split like positive ones. Groups whose total
-    weight is 0 must be handled by the caller (they would divide by zero).
+    Every row of a group carries the group's whole amount; ``out`` holds the row's part. Parts of a
+    group sum to the amount exactly; ``order`` (unique within a group) fixes which part is first.
+    Groups whose total weight is 0 must be handled by the caller (they would divide by zero).
     """
-    lf = parts.lazy()
-    a = pl.col(amount).cast(pl.Int128)
+    order_by = [order] if isinstance(order, str) else order
     w = pl.col(weight).cast(pl.Int128)
-    total_w = w.sum().over(group)
-    magnitude = a.abs()
-    floor = (magnitude * w) // total_w
-    rem = (magnitude * w) % total_w
-    lf = lf.with_columns(floor.alias("_floor"), rem.alias("_rem"))
-    leftover = magnitude.first().over(group) - pl.col("_floor").sum().over(group)
-    # Rank rows by remainder (largest first), ties by ``order``: the first ``leftover`` get one unit more.
-    lf = lf.sort([group, "_rem", order], descending=[False, True, False])
-    rank = pl.int_range(1, pl.len() + 1, dtype=pl.Int128).over(group)
-    sign = pl.when(a < 0).then(pl.lit(-1, pl.Int128)).otherwise(pl.lit(1, pl.Int128))
-    return lf.with_columns(((pl.col("_floor") + (rank <= leftover).cast(pl.Int128)) * sign).alias(out)).drop(
-        "_floor", "_rem"
-    )
+    magnitude = pl.col(amount).cast(pl.Int128).abs()
+    lf = parts.lazy().sort([group, *order_by])
+    lf = lf.with_columns(_w=w // weight_divisor(magnitude.max().over(group), w.sum().over(group)))
+    lf = lf.with_columns(_upto=pl.col("_w").cum_sum().over(group), _total=pl.col("_w").sum().over(group))
+    part = cumulative_part(pl.col(amount), pl.col("_upto") - pl.col("_w"), pl.col("_upto"), pl.col("_total"))
+    return lf.with_columns(part.alias(out)).drop("_w", "_upto", "_total")

@@ -3,16 +3,15 @@
 No ``from __future__ import annotations`` here: Dagster reads the context and resource annotations.
 """
 
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
 import polars as pl
 
 from models.allocation import CHARGE_COLUMNS, allocate_batches, usage_classes
-from models.anomaly import ANOMALY_SCHEMA, Series, group_runs, rank_drivers, score_days
+from models.anomaly import Anomaly, anomaly_frame, attach_drivers, complete_through, detect, fold_incidents
 from models.config import CogsConfig
 from models.focus import CHARGE_CATEGORIES, REQUIRED_COLUMNS
 from models.period import BillingPeriod
@@ -287,40 +286,119 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
 
 
 def detect_anomalies(warehouse: Warehouse, config: CogsConfig, period: str) -> pl.DataFrame:
-    """Score each feature's daily spend and unit cost over the month and the 28 days before it."""
-    start = BillingPeriod(period).start
-    history_start = (start - timedelta(days=28)).date()
-    daily = warehouse.read(
-        "SELECT date, feature, cogs, useful_outputs FROM feature_costs_daily "
-        "WHERE date >= :history_start AND feature NOT IN ('idle', 'unallocated') ORDER BY date",
-        history_start=history_start,
-    ).with_columns(pl.col("cogs").cast(pl.Float64))
-    breakdown = warehouse.read(
-        "SELECT charge_date AS date, feature, provider_name || ' / ' || service_name AS child, "
-        "SUM(effective_cost) AS cost FROM cost_allocations WHERE charge_date >= :history_start "
-        "GROUP BY charge_date, feature, provider_name, service_name",
-        history_start=history_start,
+    """Spend and unit-cost anomalies per feature and per provider/service touching the month, complete days only.
+
+    The baseline reaches back before the month (``baseline_weeks`` weeks or the fallback window); a day is
+    scored once every configured source that has data has delivered it whole (``complete_through``). A re-run
+    of the month (a restatement) recomputes its anomalies under the same ids.
+    """
+    cfg = config.anomalies
+    billing = BillingPeriod(period)
+    lookback = max(cfg.baseline_weeks * 7, cfg.fallback_window_days) + 1
+    history_start = (billing.start - timedelta(days=lookback)).date()
+    through = complete_through(_latest_data_by_source(warehouse, config, history_start))
+    spend, unit = _anomaly_series(warehouse, history_start)
+    found = detect(
+        spend,
+        unit,
+        cfg,
+        through=through,
+        keep_from=billing.start.date(),
+        keep_to=(billing.end - timedelta(days=1)).date(),
+    )
+    if found:
+        breakdown = _anomaly_breakdown(warehouse, history_start, through, found, spend)
+        found = fold_incidents(attach_drivers(found, breakdown, cfg.top_drivers))
+    return anomaly_frame(found).with_columns(billing_period=pl.lit(period), detected_at=pl.lit(datetime.now(UTC)))
+
+
+def _latest_data_by_source(warehouse: Warehouse, config: CogsConfig, since: date) -> dict[str, datetime]:
+    """Per configured source with data since ``since``: where its usage data ends (bills) or its last hour ends."""
+    latest = warehouse.read(
+        'SELECT x_source AS source, MAX("ChargePeriodEnd") AS latest FROM focus_costs '
+        "WHERE \"ChargePeriodEnd\" > :since AND COALESCE(\"ChargeFrequency\", 'Usage-Based') = 'Usage-Based' "
+        "GROUP BY x_source "
+        "UNION ALL SELECT source, MAX(hour) + INTERVAL '1 hour' FROM inference_usage WHERE hour >= :since "
+        "GROUP BY source",
+        since=datetime.combine(since, datetime.min.time(), UTC),
+    )
+    configured = {s.name for s in config.sources} | {t.name for t in config.telemetry}
+    return {s: t for s, t in latest.iter_rows() if s in configured and t is not None}
+
+
+def _anomaly_series(warehouse: Warehouse, since: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Daily spend per feature and per provider/service; daily cost and units per feature and pricing unit."""
+    spend = warehouse.read(
+        "SELECT 'feature' AS dimension, feature AS value, date, cogs AS spend FROM feature_costs_daily "
+        "WHERE date >= :since "
+        "UNION ALL SELECT 'provider_service', provider_name || ' / ' || service_name, charge_date, "
+        "SUM(effective_cost) FROM cost_allocations WHERE charge_date >= :since GROUP BY 2, 3",
+        since=since,
+    )
+    unit = warehouse.read(
+        "SELECT 'feature' AS dimension, feature AS value, 'useful output' AS unit, date, cogs AS cost, "
+        "useful_outputs AS quantity FROM feature_costs_daily "
+        "WHERE date >= :since AND feature NOT IN ('idle', 'unallocated') "
+        'UNION ALL SELECT \'provider_service\', "ProviderName" || \' / \' || "ServiceName", "PricingUnit", '
+        'CAST("ChargePeriodStart" AT TIME ZONE \'UTC\' AS DATE), SUM("EffectiveCost"), SUM("PricingQuantity") '
+        'FROM focus_costs WHERE "ChargeCategory" = \'Usage\' AND "PricingQuantity" > 0 '
+        'AND "PricingUnit" IS NOT NULL AND "ChargePeriodStart" >= :since_ts '
+        'AND "ChargePeriodEnd" - "ChargePeriodStart" <= INTERVAL \'1 day\' GROUP BY 2, 3, 4',
+        since=since,
+        since_ts=datetime.combine(since, datetime.min.time(), UTC),
+    )
+    return spend, unit
+
+
+def _anomaly_breakdown(
+    warehouse: Warehouse, since: date, through: date | None, found: list[Anomaly], spend: pl.DataFrame
+) -> pl.DataFrame:
+    """Cost per child (provider/service, region, line item, feature; model and customer by token share) and day."""
+    parents = {(a.series.dimension, a.series.value) for a in found}
+    charges = warehouse.read(
+        "SELECT a.charge_date AS date, a.feature, a.provider_name || ' / ' || a.service_name AS provider_service, "
+        "a.cost_class, COALESCE(f.\"RegionId\", '(none)') AS region, "
+        'COALESCE(f."ChargeDescription", f."SkuId", f.x_line_item_type, f."ChargeCategory") AS line_item, '
+        "SUM(a.effective_cost) AS cost FROM cost_allocations AS a JOIN focus_costs AS f "
+        "ON f.x_charge_id = a.x_charge_id AND f.x_billing_period = a.x_billing_period "
+        "WHERE a.charge_date >= :since AND a.charge_date <= :through GROUP BY 1, 2, 3, 4, 5, 6",
+        since=since,
+        through=through,
     ).with_columns(pl.col("cost").cast(pl.Float64))
-    found: list[dict[str, object]] = []
-    for feature in sorted(daily["feature"].unique().to_list()):
-        days = daily.filter(pl.col("feature") == feature)
-        spend = days.select("date", value=pl.col("cogs"), volume=pl.lit(1.0))
-        unit = days.select(
-            "date",
-            value=pl.when(pl.col("useful_outputs") > 0).then(pl.col("cogs") / pl.col("useful_outputs")),
-            volume=pl.col("useful_outputs").cast(pl.Float64),
+    usage = warehouse.read(
+        "SELECT CAST(hour AT TIME ZONE 'UTC' AS DATE) AS date, feature, COALESCE(model, '(none)') AS model, "
+        "COALESCE(customer, '(none)') AS customer, SUM(input_tokens + output_tokens) AS tokens, "
+        "SUM(requests) AS requests FROM inference_usage WHERE hour >= :since_ts GROUP BY 1, 2, 3, 4",
+        since_ts=datetime.combine(since, datetime.min.time(), UTC),
+    )
+    cogs = charges.filter(pl.col("cost_class") == "cogs")  # a feature's spend is its COGS
+    parts = [_children(cogs, "feature", child) for child in ("provider_service", "region", "line_item")]
+    parts += [_children(charges, "provider_service", child) for child in ("feature", "region", "line_item")]
+    feature_spend = spend.filter(pl.col("dimension") == "feature").select(
+        "date", feature="value", spend=pl.col("spend").cast(pl.Float64)
+    )
+    for child in ("model", "customer"):  # usage only: the feature's cost split by each child's share of tokens
+        by_child = usage.group_by("date", "feature", child).agg(pl.col("tokens", "requests").sum())
+        tokens = pl.col("tokens").sum().over("date", "feature") > 0
+        weight = pl.when(tokens).then("tokens").otherwise("requests").cast(pl.Float64)
+        estimated = by_child.join(feature_spend, on=["date", "feature"]).with_columns(
+            cost=(pl.col("spend") * weight / weight.sum().over("date", "feature")).fill_nan(0.0)
         )
-        for metric, series_frame in (("spend", spend), ("unit_cost", unit)):
-            series = Series("feature", feature, metric)
-            for anomaly in group_runs(score_days(series_frame, config.anomalies), series):
-                if str(anomaly["start_date"]) < str(start.date()):
-                    continue
-                day = anomaly["start_date"]
-                window = [day - timedelta(days=7 * i) for i in range(1, 5)]  # type: ignore[operator]
-                drivers = rank_drivers(breakdown.filter(pl.col("feature") == feature), day, window)  # type: ignore[arg-type]
-                found.append(anomaly | {"drivers": json.dumps(drivers)})
-    frame = pl.DataFrame(found, schema=ANOMALY_SCHEMA)
-    return frame.with_columns(billing_period=pl.lit(period), detected_at=pl.lit(datetime.now(UTC)))
+        parts.append(_children(estimated, "feature", child))
+    frame = pl.concat(parts)
+    return frame.filter(pl.struct("dimension", "value").is_in([{"dimension": d, "value": v} for d, v in parents]))
+
+
+def _children(frame: pl.DataFrame, parent: str, child: str) -> pl.DataFrame:
+    """Rows of ``frame`` as (date, dimension, value, child_dimension, child, cost) for one parent and child column."""
+    return frame.select(
+        "date",
+        dimension=pl.lit(parent),
+        value=pl.col(parent),
+        child_dimension=pl.lit(child),
+        child=pl.col(child).cast(pl.String),
+        cost=pl.col("cost").cast(pl.Float64),
+    )
 
 
 def _markdown(frame: pl.DataFrame) -> str:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from connectors.base import SourceError
+from models.allocation import waterfall_steps
 from models.config import CogsConfig, ConfigError
 from models.period import BillingPeriod
 from pipelines.settings import CONFIG_ENV, DEFAULT_CONFIG, ensure_dagster_home, load_config
@@ -174,13 +175,164 @@ def query(
 
 
 @app.command()
-def report(config: ConfigOption = None, month: MonthOption = None) -> None:
-    """Write the month's HTML COGS report from the warehouse (run the month first)."""
-    from pipelines.report import write_report
+def detect(
+    series: Annotated[
+        Path,
+        typer.Option(
+            "--series",
+            help="CSV of daily series: series_id, date (YYYY-MM-DD), spend_usd, useful_outputs (may be empty), "
+            "plus any dimension columns (e.g. model, region); rows of one series and date are summed",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="CSV to write, one row per flagged day and metric, columns in this order: series_id, date, "
+            "metric (spend | unit_cost), score, expected, actual, impact_usd, relative_change, run_start, basis, "
+            "drivers ('-': standard output)",
+        ),
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="take the anomalies: settings of this cogs.yaml")
+    ] = None,
+    score_threshold: Annotated[float | None, typer.Option(help="robust score needed (default 5)")] = None,
+    min_impact: Annotated[float | None, typer.Option(help="USD of excess needed per day (default 100)")] = None,
+    min_relative: Annotated[float | None, typer.Option(help="relative rise needed, 0.3 = +30% (default)")] = None,
+    baseline_weeks: Annotated[int | None, typer.Option(help="same-weekday weeks in the baseline (default 4)")] = None,
+) -> None:
+    """Backtest the anomaly detector on your own daily history, without a warehouse.
+
+    Each series is scored on spend and on unit cost (spend / useful outputs), as the pipeline scores them.
+
+    Output columns, in this order:
+    series_id, date, metric (spend | unit_cost), score (robust z-score),
+    expected (the baseline: USD, or USD per useful output), actual (same unit),
+    impact_usd (excess cost that day), relative_change (actual / expected - 1),
+    run_start (first day of the run of consecutive flagged days the day belongs to),
+    basis (what the baseline is the median of), drivers (per dimension column, the value whose spend rose most).
+    """
+    from models.anomaly import SeriesError, detections, parse_series
+    from models.config import AnomalyConfig
+
+    settings = _resolve_config(config).anomalies if config else AnomalyConfig()
+    overrides = {
+        "score_threshold": score_threshold,
+        "min_impact_usd": min_impact,
+        "min_relative_change": min_relative,
+        "baseline_weeks": baseline_weeks,
+    }
+    try:
+        settings = AnomalyConfig.model_validate(
+            settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        )
+        text = series.read_text(encoding="utf-8-sig")  # spreadsheet exports often start with a BOM
+        frame = parse_series(text, str(series))
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error:[/] cannot read {series}: {exc}")
+        raise typer.Exit(2) from None
+    except (SeriesError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    found = detections(frame, settings)
+    if str(out) == "-":
+        sys.stdout.write(found.write_csv())
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        found.write_csv(out)
+    runs = found.select("series_id", "metric", "run_start").n_unique() if found.height else 0
+    err.print(
+        f"{frame['series_id'].n_unique()} series, {found.height} flagged day(s) in {runs} run(s)"
+        + ("" if str(out) == "-" else f" → {out}")
+    )
+
+
+@app.command()
+def report(
+    config: ConfigOption = None,
+    month: MonthOption = None,
+    flash: Annotated[
+        bool, typer.Option("--flash", help="write the weekly flash (week over week) instead of the month's pack")
+    ] = False,
+    week: Annotated[
+        str | None,
+        typer.Option("--week", help="with --flash: a day (YYYY-MM-DD) of the week to report (default: last full week)"),
+    ] = None,
+    pdf: Annotated[
+        bool, typer.Option("--pdf/--no-pdf", help="also print the HTML to PDF with headless Chromium")
+    ] = True,
+) -> None:
+    """Write the month's close pack (XLSX, HTML, PDF) from the warehouse, or the weekly flash with --flash."""
+    from datetime import date
+
+    from pipelines.flash import last_complete_week, terminal_tables, week_start, write_flash
+    from pipelines.report import write_pack
 
     cfg = _resolve_config(config)
-    path = write_report(Warehouse(url=cfg.warehouse), cfg, _month(month))
-    console.print(f"report written: [bold]{path}[/]")
+    wh = Warehouse(url=cfg.warehouse)
+    if flash:
+        try:
+            day = date.fromisoformat(week) if week else None
+        except ValueError:
+            err.print(f"[red]error:[/] --week must be a date like 2026-10-12, got {week!r}")
+            raise typer.Exit(2) from None
+        monday = week_start(day) if day else last_complete_week(datetime.now(UTC).date())
+        figures, path = write_flash(wh, cfg, monday)
+        for table in terminal_tables(figures):
+            console.print(table)
+        console.print(f"flash written: [bold]{path}[/]")
+        return
+    pack = write_pack(wh, cfg, _month(month), pdf=pdf and cfg.reports.pdf)
+    status = f"closed {pack.close.label}" if pack.close else "draft: not closed"
+    console.print(f"close pack for {pack.month} ({status}; {pack.changed_lines} line(s) changed since closes):")
+    for path in pack.files:
+        console.print(f"  [bold]{path}[/]")
+    if pack.pdf_note:
+        err.print(f"[yellow]note:[/] {pack.pdf_note}")
+
+
+@app.command()
+def close(
+    config: ConfigOption = None,
+    month: MonthOption = None,
+    reclose: Annotated[
+        bool, typer.Option("--reclose", help="close a month again; the earlier close is kept, reports compare to this")
+    ] = False,
+    by: Annotated[str | None, typer.Option("--by", help="who closes, kept with the close (default: your user)")] = None,
+    pdf: Annotated[
+        bool, typer.Option("--pdf/--no-pdf", help="also print the HTML to PDF with headless Chromium")
+    ] = True,
+) -> None:
+    """Close a month: freeze its numbers, then write its close pack; later restatements show line by line."""
+    import getpass
+
+    from pipelines.close import CloseError, close_month
+    from pipelines.report import write_pack
+
+    cfg = _resolve_config(config)
+    m = _month(month)
+    wh = Warehouse(url=cfg.warehouse)
+    try:
+        who = by or getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        who = "cli"
+    try:
+        done = close_month(wh, m, who, reclose=reclose)
+    except CloseError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{m} closed {done.label}: {done.lines:,} cost lines frozen, amortized ${done.effective_cost:,.2f}, "
+        f"billed ${done.billed_cost:,.2f}"
+    )
+    unreconciled = wh.read("SELECT source FROM v_reconciliation WHERE billing_period = :p AND difference <> 0", p=m)
+    if unreconciled.height:
+        err.print(f"[yellow]warning:[/] closed with unreconciled sources: {', '.join(unreconciled['source'])}")
+    pack = write_pack(wh, cfg, m, pdf=pdf and cfg.reports.pdf)
+    for path in pack.files:
+        console.print(f"  [bold]{path}[/]")
+    if pack.pdf_note:
+        err.print(f"[yellow]note:[/] {pack.pdf_note}")
 
 
 @app.command()
@@ -189,32 +341,55 @@ def explain(
     config: ConfigOption = None,
     month: MonthOption = None,
 ) -> None:
-    """Waterfall from provider bills to one feature's COGS and unit cost."""
+    """Waterfall from provider bills to one feature's COGS and unit cost, then the rules behind it."""
     cfg = _resolve_config(config)
     m = _month(month)
     wh = Warehouse(url=cfg.warehouse)
-    lines = wh.read(
-        "SELECT provider_name, service_name, rule_id, driver, SUM(effective_cost) AS cogs, "
-        "SUM(billed_cost) AS billed FROM cost_allocations WHERE x_billing_period = :p AND feature = :f "
-        "GROUP BY provider_name, service_name, rule_id, driver ORDER BY cogs DESC",
+    steps = wh.read(
+        "SELECT provider_name, allocation_kind, cost_class, SUM(effective_cost) AS cost FROM v_feature_waterfall "
+        "WHERE billing_period = :p AND feature = :f GROUP BY provider_name, allocation_kind, cost_class",
         p=m,
         f=feature,
     )
-    if lines.is_empty():
+    if steps.is_empty():
         known = wh.read("SELECT DISTINCT feature FROM cost_allocations WHERE x_billing_period = :p", p=m)
         err.print(
             f"[red]error:[/] no cost for feature {feature!r} in {m}; features: {sorted(known['feature'].to_list())}"
         )
         raise typer.Exit(1)
     unit = wh.read("SELECT * FROM v_feature_cogs_monthly WHERE billing_period = :p AND feature = :f", p=m, f=feature)
-    console.print(_table(lines, f"{feature}, {m}: from bills to COGS", money=("cogs", "billed")))
-    if unit.height:
-        r = unit.row(0, named=True)
-        console.print(
-            f"COGS [bold]${float(r['cogs']):,.2f}[/] ÷ {int(r['useful_outputs']):,} useful outputs = "
-            f"[bold]${float(r['cost_per_useful_output'] or 0):,.4f}[/] per useful output "
-            f"(waste: ${float(r['waste_cost']):,.2f} on failed and retried requests)"
+    console.print(
+        _waterfall_table(waterfall_steps(steps, unit.row(0, named=True) if unit.height else None), feature, m)
+    )
+    rules = wh.read(
+        "SELECT rule_id, provider_name, service_name, allocation_kind AS kind, cost_class, driver, "
+        "COUNT(DISTINCT x_charge_id) AS charges, SUM(effective_cost) AS cost, SUM(billed_cost) AS billed "
+        "FROM cost_allocations WHERE x_billing_period = :p AND feature = :f "
+        "GROUP BY rule_id, provider_name, service_name, allocation_kind, cost_class, driver ORDER BY cost DESC",
+        p=m,
+        f=feature,
+    )
+    console.print(
+        _table(
+            rules,
+            f"{feature}, {m}: by rule (each part is a row of cost_allocations)",
+            money=("cost", "billed"),
         )
+    )
+
+
+def _waterfall_table(steps: list[tuple[str, Decimal, Decimal | None]], feature: str, month: str) -> Table:
+    table = Table(title=f"{feature}, {month}: from provider bills to COGS", title_justify="left", header_style="bold")
+    for name, justify in (("step", "left"), ("amount", "right"), ("running", "right"), ("", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    top = max([abs(r) for _, _, r in steps if r is not None] + [abs(a) for _, a, _ in steps[:-1]] + [Decimal(1)])
+    for label, amount, running in steps:
+        per_unit = label.startswith("÷")
+        shown = ("-" if amount < 0 else "") + (f"${abs(amount):,.4f}" if per_unit else f"${abs(amount):,.2f}")
+        level = running if running is not None else (None if per_unit else amount)
+        bar = "" if level is None else "█" * max(0, round(30 * float(level / top)))
+        table.add_row(label, shown, "" if running is None else f"${float(running):,.2f}", bar)
+    return table
 
 
 @app.command()
@@ -258,6 +433,42 @@ def ui(config: ConfigOption = None) -> None:
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "pipelines.definitions"]
     os.execv(dagster, [dagster, "dev", *target])
+
+
+@app.command()
+def collect(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for date=YYYY-MM-DD/hour=HH/*.jsonl span files")
+    ] = Path(".cogs/spans"),
+    port: Annotated[int, typer.Option(help="OTLP/HTTP port (0: any free port)")] = 4318,
+    host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
+    max_request_mib: Annotated[int, typer.Option(help="request size limit, before and after gzip")] = 20,
+    max_in_flight: Annotated[int, typer.Option(help="requests handled at once; more get 503 + Retry-After")] = 16,
+    rotate_seconds: Annotated[float, typer.Option(help="close each file (make it readable) after this long")] = 60.0,
+) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces, protobuf or JSON) into hourly files an otel_genai source reads."""
+    from pipelines.collector import MIB, Collector, CollectorSettings
+
+    settings = CollectorSettings(
+        out_dir=out,
+        host=host,
+        port=port,
+        max_request_bytes=max_request_mib * MIB,
+        max_in_flight=max_in_flight,
+        rotate_seconds=rotate_seconds,
+    )
+    try:
+        collector = Collector(settings).start()
+    except OSError as exc:
+        err.print(f"[red]error:[/] can't listen on {host}:{port}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"receiving OTLP/HTTP traces on http://{host}:{collector.port}/v1/traces → {out}/ "
+        "(point an otel_genai telemetry source's `path` there); Ctrl-C to stop"
+    )
+    collector.serve_until_interrupted()
+    stats = ", ".join(f"{k} {v:,}" for k, v in sorted(collector.stats.items())) or "no requests"
+    console.print(f"stopped: {len(collector.writer.files_written)} file(s) written; {stats}")
 
 
 @app.command()

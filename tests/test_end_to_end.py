@@ -142,7 +142,7 @@ def test_report_is_written_with_charts(pipeline: tuple[Warehouse, Path]) -> None
     _wh, path = pipeline
     out = Path(yaml.safe_load(path.read_text())["reports"]["output_dir"]) / f"cogs-{MONTH}.html"
     html = out.read_text()
-    assert html.count("<svg") == 3
+    assert html.count("<svg") == 4  # spend trend, COGS by feature, unit cost, waterfall
     assert "support_chat" in html and "Reconciliation to provider exports" in html
 
 

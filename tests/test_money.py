@@ -3,10 +3,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.money import from_units, split_units, to_units
+from models.money import MAX_UNITS, SplitOverflow, check_amounts, from_units, split_units, to_units
 
 
 def split(amount: int, weights: list[int]) -> list[int]:
@@ -16,23 +17,30 @@ def split(amount: int, weights: list[int]) -> list[int]:
             "amount": [amount] * len(weights),
             "w": weights,
             "k": [f"{i:03d}" for i in range(len(weights))],
-        }
+        },
+        schema_overrides={"amount": pl.Int128, "w": pl.Int128},
     )
     out = split_units(frame, group="g", amount="amount", weight="w", order="k", out="part").collect().sort("k")
     return [int(v) for v in out["part"]]
 
 
-def test_three_way_split_gives_the_extra_unit_to_the_first_key() -> None:
-    assert split(100, [1, 1, 1]) == [34, 33, 33]
+def test_three_way_split_rounds_each_running_total() -> None:
+    # running totals 33.33, 66.67, 100 round to 33, 67, 100: parts 33, 34, 33
+    assert split(100, [1, 1, 1]) == [33, 34, 33]
 
 
 def test_negative_amounts_split_like_positive_ones() -> None:
+    # -5.25 rounds half up to -5, then -7: parts -5, -2
     assert split(-7, [3, 1]) == [-5, -2]
 
 
-def test_largest_remainder_beats_key_order() -> None:
-    # 10 × (1/6, 5/6) = 1.67, 8.33 → the larger remainder (0.67) takes the leftover unit.
+def test_the_larger_fraction_gets_the_unit() -> None:
+    # 10 × (1/6, 5/6) = 1.67, 8.33 → 2 and 8
     assert split(10, [1, 5]) == [2, 8]
+
+
+def test_zero_weight_parts_get_nothing() -> None:
+    assert split(10, [0, 3, 0, 2]) == [0, 6, 0, 4]
 
 
 @settings(max_examples=200, deadline=None)
@@ -45,8 +53,19 @@ def test_parts_add_back_and_stay_within_one_unit_of_exact(amount: int, weights: 
     assert sum(parts) == amount
     total = sum(weights)
     for part, w in zip(parts, weights, strict=True):
-        exact = Decimal(abs(amount)) * w / total
-        assert abs(Decimal(abs(part)) - exact) < 1
+        assert abs(Decimal(part) - Decimal(amount) * w / total) < 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(amount=st.integers(min_value=10**25, max_value=10**29), scale=st.integers(min_value=90, max_value=100))
+def test_huge_weights_are_scaled_but_parts_still_add_up_exactly(amount: int, scale: int) -> None:
+    weights = [2**scale + 7, 3 * 2**scale, 2**scale // 5]  # amount × total weight > 2**124: scaled down
+    parts = split(amount, weights)
+    assert sum(parts) == amount
+    total = sum(weights)
+    for part, w in zip(parts, weights, strict=True):
+        # off its exact share by at most about amount²/2**122 units
+        assert abs(Decimal(part) - Decimal(amount) * w / total) <= Decimal(amount) ** 2 / 2**121 + 1
 
 
 @settings(max_examples=50, deadline=None)
@@ -57,7 +76,7 @@ def test_result_does_not_depend_on_row_order(order: list[int]) -> None:
     shuffled = frame[order]
     a = split_units(frame, group="g", amount="amount", weight="w", order="k", out="p").collect().sort("k")
     b = split_units(shuffled, group="g", amount="amount", weight="w", order="k", out="p").collect().sort("k")
-    assert a["p"].to_list() == b["p"].to_list()
+    assert a["p"].to_list() == b["p"].to_list() == [97, 32, 129, 33, 161, 291, 64, 194]
 
 
 def test_units_round_trip_exactly() -> None:
@@ -65,3 +84,9 @@ def test_units_round_trip_exactly() -> None:
     frame = pl.DataFrame({"v": values}).with_columns(u=to_units(pl.col("v"))).with_columns(back=from_units(pl.col("u")))
     assert frame["u"].to_list() == [1, -123456789123456789123, 0]
     assert frame["back"].to_list() == [Decimal("0.000000000001"), Decimal("-123456789.123456789123"), Decimal("0")]
+
+
+def test_an_amount_too_large_to_split_exactly_is_refused() -> None:
+    check_amounts(MAX_UNITS - 1)
+    with pytest.raises(SplitOverflow, match="too large to split exactly"):
+        check_amounts(MAX_UNITS)

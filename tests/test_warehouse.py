@@ -6,7 +6,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from models.usage import INFERENCE_USAGE_SCHEMA
+from models.usage import INFERENCE_USAGE_SCHEMA, USAGE_MEASURES
 from pipelines.warehouse import Warehouse, WarehouseError
 
 
@@ -38,7 +38,7 @@ def usage_rows(source: str, n: int, feature: str = "chat") -> pl.DataFrame:
             for i in range(1, n + 1)
         ],
         schema=INFERENCE_USAGE_SCHEMA,
-    )
+    ).with_columns(pl.col(m).fill_null(0) for m in USAGE_MEASURES)
 
 
 def test_replace_swaps_only_the_partition(warehouse: Warehouse) -> None:

@@ -1,4 +1,5 @@
-"""Demo AWS bill: one month of the demo company's AWS Data Exports delivery of CUR 2.0 in Parquet.
+"""Demo AWS bill: one month of the demo company's AWS Data Exports delivery of CUR 2.0 in Parquet
+(``write_delivery(..., file_format="csv.gz")`` writes the gzipped-CSV flavour for tests).
 
 Layout and naming follow the AWS Data Exports User Guide, "Understanding export delivery"
 (docs.aws.amazon.com/cur/latest/userguide/dataexports-export-delivery.html):
@@ -27,6 +28,8 @@ and amortized in the same hour).
 from __future__ import annotations
 
 import base64
+import csv
+import gzip
 import hashlib
 import json
 import random
@@ -37,11 +40,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from connectors.aws_cur2 import CUR2_COLUMNS, DOUBLE, MAP, STRING, TIMESTAMP_TYPE
 from pipelines.demo.company import (
     AWS_CLUSTER,
     AWS_PAYER_ACCOUNT,
@@ -130,66 +134,11 @@ SAVINGS_PLAN = Product("ComputeSavingsPlans", "Savings Plans for AWS Compute usa
 PRODUCTS_BY_CODE = {p.code: p for p in (P4D, EKS, S3, TRANSFER, CW_METRICS, SAVINGS_PLAN)}
 
 # The CUR 2.0 table (export query "SELECT ... FROM COST_AND_USAGE_REPORT", INCLUDE_RESOURCES=TRUE):
-# every column, in the dictionary's order, with its Data Exports type.
-STRING, DOUBLE, TIMESTAMP, MAP = "string", "double", "timestamp", "map"
-CUR2_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("bill_bill_type", STRING), ("bill_billing_entity", STRING), ("bill_billing_period_end_date", TIMESTAMP),
-    ("bill_billing_period_start_date", TIMESTAMP), ("bill_invoice_id", STRING), ("bill_invoicing_entity", STRING),
-    ("bill_payer_account_id", STRING), ("bill_payer_account_name", STRING), ("cost_category", MAP),
-    ("discount", MAP), ("discount_bundled_discount", DOUBLE), ("discount_total_discount", DOUBLE),
-    ("identity_line_item_id", STRING), ("identity_time_interval", STRING),
-    ("line_item_availability_zone", STRING), ("line_item_blended_cost", DOUBLE),
-    ("line_item_blended_rate", STRING), ("line_item_currency_code", STRING), ("line_item_legal_entity", STRING),
-    ("line_item_line_item_description", STRING), ("line_item_line_item_type", STRING),
-    ("line_item_net_unblended_cost", DOUBLE), ("line_item_net_unblended_rate", STRING),
-    ("line_item_normalization_factor", DOUBLE), ("line_item_normalized_usage_amount", DOUBLE),
-    ("line_item_operation", STRING), ("line_item_product_code", STRING), ("line_item_resource_id", STRING),
-    ("line_item_tax_type", STRING), ("line_item_unblended_cost", DOUBLE), ("line_item_unblended_rate", STRING),
-    ("line_item_usage_account_id", STRING), ("line_item_usage_account_name", STRING),
-    ("line_item_usage_amount", DOUBLE), ("line_item_usage_end_date", TIMESTAMP),
-    ("line_item_usage_start_date", TIMESTAMP), ("line_item_usage_type", STRING), ("pricing_currency", STRING),
-    ("pricing_lease_contract_length", STRING), ("pricing_offering_class", STRING),
-    ("pricing_public_on_demand_cost", DOUBLE), ("pricing_public_on_demand_rate", STRING),
-    ("pricing_purchase_option", STRING), ("pricing_rate_code", STRING), ("pricing_rate_id", STRING),
-    ("pricing_term", STRING), ("pricing_unit", STRING), ("product", MAP), ("product_comment", STRING),
-    ("product_fee_code", STRING), ("product_fee_description", STRING), ("product_from_location", STRING),
-    ("product_from_location_type", STRING), ("product_from_region_code", STRING),
-    ("product_instance_family", STRING), ("product_instance_type", STRING), ("product_instancesku", STRING),
-    ("product_location", STRING), ("product_location_type", STRING), ("product_operation", STRING),
-    ("product_pricing_unit", STRING), ("product_product_family", STRING), ("product_region_code", STRING),
-    ("product_servicecode", STRING), ("product_sku", STRING), ("product_to_location", STRING),
-    ("product_to_location_type", STRING), ("product_to_region_code", STRING), ("product_usagetype", STRING),
-    ("reservation_amortized_upfront_cost_for_usage", DOUBLE),
-    ("reservation_amortized_upfront_fee_for_billing_period", DOUBLE), ("reservation_availability_zone", STRING),
-    ("reservation_effective_cost", DOUBLE), ("reservation_end_time", STRING),
-    ("reservation_modification_status", STRING), ("reservation_net_amortized_upfront_cost_for_usage", DOUBLE),
-    ("reservation_net_amortized_upfront_fee_for_billing_period", DOUBLE),
-    ("reservation_net_effective_cost", DOUBLE), ("reservation_net_recurring_fee_for_usage", DOUBLE),
-    ("reservation_net_unused_amortized_upfront_fee_for_billing_period", DOUBLE),
-    ("reservation_net_unused_recurring_fee", DOUBLE), ("reservation_net_upfront_value", DOUBLE),
-    ("reservation_normalized_units_per_reservation", STRING), ("reservation_number_of_reservations", STRING),
-    ("reservation_recurring_fee_for_usage", DOUBLE), ("reservation_reservation_a_r_n", STRING),
-    ("reservation_start_time", STRING), ("reservation_subscription_id", STRING),
-    ("reservation_total_reserved_normalized_units", STRING), ("reservation_total_reserved_units", STRING),
-    ("reservation_units_per_reservation", STRING),
-    ("reservation_unused_amortized_upfront_fee_for_billing_period", DOUBLE),
-    ("reservation_unused_normalized_unit_quantity", DOUBLE), ("reservation_unused_quantity", DOUBLE),
-    ("reservation_unused_recurring_fee", DOUBLE), ("reservation_upfront_value", DOUBLE), ("resource_tags", MAP),
-    ("savings_plan_amortized_upfront_commitment_for_billing_period", DOUBLE), ("savings_plan_end_time", STRING),
-    ("savings_plan_instance_type_family", STRING),
-    ("savings_plan_net_amortized_upfront_commitment_for_billing_period", DOUBLE),
-    ("savings_plan_net_recurring_commitment_for_billing_period", DOUBLE),
-    ("savings_plan_net_savings_plan_effective_cost", DOUBLE), ("savings_plan_offering_type", STRING),
-    ("savings_plan_payment_option", STRING), ("savings_plan_purchase_term", STRING),
-    ("savings_plan_recurring_commitment_for_billing_period", DOUBLE), ("savings_plan_region", STRING),
-    ("savings_plan_savings_plan_a_r_n", STRING), ("savings_plan_savings_plan_effective_cost", DOUBLE),
-    ("savings_plan_savings_plan_rate", DOUBLE), ("savings_plan_start_time", STRING),
-    ("savings_plan_total_commitment_to_date", DOUBLE), ("savings_plan_used_commitment", DOUBLE),
-)  # fmt: skip
+# every column, in the dictionary's order, with its Data Exports type (shared with the connector).
 _ARROW_TYPES: dict[str, pa.DataType] = {
     STRING: pa.string(),
     DOUBLE: pa.float64(),
-    TIMESTAMP: pa.timestamp("ms", tz="UTC"),
+    TIMESTAMP_TYPE: pa.timestamp("ms", tz="UTC"),
     MAP: pa.map_(pa.string(), pa.string()),
 }
 _DOUBLE_MAPS = {"discount"}  # map<string, double>; the others are map<string, string>
@@ -517,12 +466,14 @@ def write_delivery(
     create_new: bool = False,
     rows_per_chunk: int | None = None,
     columns: Sequence[tuple[str, str]] = CUR2_COLUMNS,
+    file_format: Literal["parquet", "csv.gz"] = "parquet",
 ) -> list[Path]:
     """Write one execution of the export for a billing period: data chunks first, then the manifest.
 
     ``create_new`` puts the chunks in a ``<timestamp>-<execution-id>/`` folder and writes the manifest
     both there and in the partition's metadata folder (AWS's "create new" mode); otherwise chunks are
     overwritten in place. ``columns`` lets tests leave a column out, as a narrower export query does.
+    ``file_format`` ``csv.gz`` writes what an export with Format TEXT_OR_CSV and Compression GZIP delivers.
     """
     exported_at = exported_at or _default_export_time(billing_period)
     partition = f"BILLING_PERIOD={billing_period}"
@@ -534,9 +485,13 @@ def write_delivery(
     schema = cur2_schema(columns)
     paths = []
     for number, chunk in enumerate(chunks, start=1):
-        path = data_dir / f"{root.name}-{number:05d}.snappy.parquet"
-        table = pa.Table.from_pylist([_arrow_row(row, schema) for row in chunk], schema=schema)
-        pq.write_table(table, path, compression="snappy")
+        if file_format == "csv.gz":
+            path = data_dir / f"{root.name}-{number:05d}.csv.gz"
+            _write_csv_gz(path, chunk, [name for name, _ in columns])
+        else:
+            path = data_dir / f"{root.name}-{number:05d}.snappy.parquet"
+            table = pa.Table.from_pylist([_arrow_row(row, schema) for row in chunk], schema=schema)
+            pq.write_table(table, path, compression="snappy")
         paths.append(path)
     manifest = _manifest(root, billing_period, execution_id, exported_at, paths, columns)
     metadata_dir = root / "metadata" / partition
@@ -578,6 +533,26 @@ def _manifest(
 def _arrow_row(row: LineItem, schema: pa.Schema) -> dict[str, Any]:
     """Decimals become doubles (CUR's type for amounts); columns not in the schema are dropped."""
     return {name: float(v) if isinstance(v := row.get(name), Decimal) else v for name in schema.names}
+
+
+def _write_csv_gz(path: Path, rows: Sequence[LineItem], names: Sequence[str]) -> None:
+    """CUR 2.0 as CSV: a header row, every value as text, maps as JSON objects, blanks for no value."""
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(names)
+        writer.writerows([_csv_value(row.get(name)) for name in names] for row in rows)
+
+
+def _csv_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
 
 
 def _product_map(product: Product) -> dict[str, str]:

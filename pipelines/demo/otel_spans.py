@@ -5,7 +5,8 @@ Each line of ``otel/spans-YYYY-MM-DD.jsonl`` is one ``ExportTraceServiceRequest`
 integers): one batch of one service's spans for one hour. Spans follow the GenAI semantic
 conventions (``chat {gen_ai.request.model}``, CLIENT kind, ``gen_ai.*`` attributes, ``error.type``
 and status code 2 on failures) plus the demo company's own ``app.feature``, ``app.user_accepted``
-and ``app.retry.attempt``.
+and ``app.retry.attempt``, and ``app.customer.id``: one of ``CUSTOMERS`` fictional business customers, a
+few large and a long tail (Zipf weights), picked from the span id so the other draws stay as they were.
 
 Traffic comes from ``pipelines.demo.company``: for every hour, feature and route the number of
 kept spans is Poisson(expected requests × route share / SAMPLING_RATIO). Kept traces carry the
@@ -19,9 +20,10 @@ import json
 import math
 import random
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
-from itertools import groupby
+from itertools import accumulate, groupby
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ ERROR_TYPES = {
 SERVER_PORTS = {"openai": 443, SELF_HOSTED_PROVIDER: 8000}
 SCOPE = {"name": "lumen.inference.client", "version": "1.4.2"}
 DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+CUSTOMERS = 400
+_CUSTOMER_CUMULATIVE = list(accumulate(1 / rank for rank in range(1, CUSTOMERS + 1)))
 
 
 def write(month: DemoMonth, out_dir: Path, seed: int) -> Path:
@@ -146,9 +150,11 @@ def _span(
         attributes += [_str("gen_ai.response.model", route.model), *_usage(rng, route)]
         attributes.append({"key": "gen_ai.response.finish_reasons", "value": _strings(["stop"])})
         attributes.append(_bool("app.user_accepted", accepted))
+    trace_id, span_id = _trace_id(rng), f"{rng.getrandbits(64):016x}"
+    attributes.append(_str("app.customer.id", _customer(span_id)))
     return {
-        "traceId": _trace_id(rng),
-        "spanId": f"{rng.getrandbits(64):016x}",
+        "traceId": trace_id,
+        "spanId": span_id,
         "traceState": TRACE_STATE,
         "name": f"chat {DATED_SNAPSHOT.sub('', route.model)}",
         "kind": SPAN_KIND_CLIENT,
@@ -170,6 +176,12 @@ def _usage(rng: random.Random, route: Route) -> list[dict[str, Any]]:
         cached = min(input_tokens, round(route.cached_input_tokens * rng.uniform(0.5, 1.5)))
         usage.append(_int("gen_ai.usage.cache_read.input_tokens", cached))
     return usage
+
+
+def _customer(span_id: str) -> str:
+    """A customer id drawn (Zipf) from the span id's random bits, without touching the generator."""
+    u = int(span_id[:12], 16) / (1 << 48) * _CUSTOMER_CUMULATIVE[-1]
+    return f"cust-{bisect_left(_CUSTOMER_CUMULATIVE, u) + 1:04d}"
 
 
 def _trace_id(rng: random.Random) -> str:
