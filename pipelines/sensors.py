@@ -1,4 +1,4 @@
-"""Sensors: run the month again as soon as AWS delivers a new Cost and Usage Report for it.
+"""Sensors: run the month again when a provider delivers new bill data; sample Lambda Cloud uptime.
 
 AWS refreshes a billing period's CUR several times a day while it is open, and restates a closed period
 for a while after it closes; each refresh writes a new manifest for the period with a new id: CUR 2.0's
@@ -7,7 +7,11 @@ AWS creates each time that the report is updated", "Accessing your Cost and Usag
 The sensor reads the manifests of the current and the previous billing period, remembers in its cursor
 the id it last started a run for, and requests one partitioned run per new delivery, keyed
 ``<YYYY-MM>:<delivery id>`` so a delivery is never loaded twice. A manifest without an id is told apart by
-its S3 ETag (or local mtime and size).
+its S3 ETag (or local mtime and size). The GCP billing export gets the same sensor: its "delivery id" is the
+month's row count, newest ``export_time`` and total (BigQuery) or the export files' names, sizes and times.
+
+Lambda Cloud has no billing endpoint: ``lambda_uptime_sensor`` samples ``GET /api/v1/instances`` every few
+minutes into the uptime log that ``connectors.lambda_cloud`` prices.
 
 No ``from __future__ import annotations`` here: Dagster inspects the sensor function's annotations.
 """
@@ -21,12 +25,15 @@ import dagster as dg
 
 from connectors import connector
 from connectors.base import BillingPeriod
-from models.config import AwsCur2Source, AwsCurLegacySource
+from connectors import lambda_cloud
+from models.config import AwsCur2Source, AwsCurLegacySource, CogsConfig, GcpBillingExportSource, LambdaCloudSource
 
 if TYPE_CHECKING:  # what dg.define_asset_job returns; dagster does not export the class
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 DEFAULT_INTERVAL_SECONDS = 15 * 60  # AWS refreshes a CUR a few times a day; a quarter hour is prompt enough
+DELIVERY_SOURCES = ("aws_cur2", "aws_cur_legacy", "gcp_billing_export")
+DeliverySource = AwsCur2Source | AwsCurLegacySource | GcpBillingExportSource
 
 
 def watched_periods(now: datetime) -> list[str]:
@@ -35,14 +42,14 @@ def watched_periods(now: datetime) -> list[str]:
     return [previous, f"{now:%Y-%m}"]
 
 
-def cur_delivery_sensor(
-    source: AwsCur2Source | AwsCurLegacySource,
+def delivery_sensor(
+    source: DeliverySource,
     job: "UnresolvedAssetJobDefinition | dg.JobDefinition",
     *,
     minimum_interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
     clock: Callable[[], datetime] | None = None,
 ) -> dg.SensorDefinition:
-    """A sensor named ``<source>_cur_deliveries`` that requests a ``job`` run per new delivery of ``source``.
+    """A sensor named ``<source>_deliveries`` that requests a ``job`` run per new delivery of ``source``.
 
     ``clock`` (tests) replaces the wall clock that decides which billing periods are current.
     """
@@ -50,10 +57,10 @@ def cur_delivery_sensor(
     now = clock or (lambda: datetime.now(UTC))
 
     @dg.sensor(
-        name=f"{source.name}_cur_deliveries",
+        name=f"{source.name}_deliveries",
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
-        description=f"Runs the month when AWS delivers a new CUR for source {source.name!r} ({source.type}).",
+        description=f"Runs the month when a new delivery of source {source.name!r} ({source.type}) arrives.",
     )
     def _deliveries(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         moment = now()
@@ -103,3 +110,36 @@ def _is_partition(
     if partitions is None and context.repository_def is not None:  # inferred from the job's assets
         partitions = context.repository_def.get_job(job.name).partitions_def
     return partitions is None or period in partitions.get_partition_keys(current_time=now)
+
+
+def lambda_uptime_sensor(
+    source: LambdaCloudSource, *, clock: Callable[[], datetime] | None = None
+) -> dg.SensorDefinition:
+    """A sensor named ``<source>_uptime`` appending one instances sample per tick to the source's uptime log.
+
+    Ticks follow ``max_sample_gap_minutes`` halved, so a missed tick still leaves no unobserved gap.
+    """
+    now = clock or (lambda: datetime.now(UTC))
+
+    @dg.sensor(
+        name=f"{source.name}_uptime",
+        minimum_interval_seconds=max(60, source.max_sample_gap_minutes * 30),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Samples Lambda Cloud instances for source {source.name!r} into {source.uptime_log_dir}.",
+    )
+    def _uptime(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        moment = now()
+        observations = lambda_cloud.sample_instances(source, now=moment)
+        path = lambda_cloud.append_observations(source, observations, observed_at=moment)
+        return dg.SkipReason(f"sampled {len(observations)} instance(s) into {path}")
+
+    return _uptime
+
+
+def source_sensors(
+    config: CogsConfig, job: "UnresolvedAssetJobDefinition | dg.JobDefinition"
+) -> list[dg.SensorDefinition]:
+    """The delivery sensor of every CUR and GCP export source and the uptime sensor of every Lambda source."""
+    sensors = [delivery_sensor(s, job) for s in config.sources if s.type in DELIVERY_SOURCES]
+    sensors += [lambda_uptime_sensor(s) for s in config.sources if isinstance(s, LambdaCloudSource)]
+    return sensors

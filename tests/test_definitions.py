@@ -14,6 +14,8 @@ start_month: 2026-01
 sources:
   - {name: aws_cur, type: aws_cur2, path: /data/cur}
   - {name: openai, type: openai_costs}
+  - {name: gcp, type: gcp_billing_export, path: /data/gcp}
+  - {name: lambda, type: lambda_cloud, uptime_log_dir: /data/lambda}
 telemetry:
   - {name: otel, type: otel_genai, path: /data/otel}
 """
@@ -28,6 +30,8 @@ def test_definitions_load_with_one_ingest_asset_per_source_and_ordered_groups() 
     assert groups == {
         "ingest_aws_cur": "ingest",
         "ingest_openai": "ingest",
+        "ingest_gcp": "ingest",
+        "ingest_lambda": "ingest",
         "ingest_otel": "ingest",
         "focus_costs": "warehouse",
         "inference_usage": "warehouse",
@@ -35,6 +39,8 @@ def test_definitions_load_with_one_ingest_asset_per_source_and_ordered_groups() 
         "feature_costs_daily": "marts",
         "cost_anomalies": "marts",
         "cogs_report": "report",
+        "month_close": "finance",
+        "weekly_flash": "finance",
     }
     assert graph.get(dg.AssetKey("cost_allocations")).parent_keys == {
         dg.AssetKey("focus_costs"),
@@ -67,3 +73,17 @@ def test_previous_month_is_refreshed_while_it_can_be_restated() -> None:
     assert months_to_refresh(datetime(2026, 11, 3, 6, tzinfo=UTC)) == ["2026-10", "2026-11"]
     assert months_to_refresh(datetime(2026, 1, 15, 6, tzinfo=UTC)) == ["2025-12", "2026-01"]
     assert months_to_refresh(datetime(2026, 11, 16, 6, tzinfo=UTC)) == ["2026-11"]
+
+
+def test_jobs_schedules_and_sensors() -> None:
+    defs = build_definitions(CONFIG)
+    month = defs.resolve_job_def(MONTH_JOB)
+    assert "month_close" not in {n.name for n in month.graph.node_defs}  # closing is finance's own job
+    assert {s.name for s in defs.sensors} == {
+        "aws_cur_deliveries",
+        "gcp_deliveries",
+        "lambda_uptime",
+        "cost_anomaly_alerts",
+    }
+    assert {s.name for s in defs.schedules} == {"daily_refresh", "month_close", "weekly_flash"}
+    assert {j.name for j in defs.jobs} == {MONTH_JOB, "cogs_close", "cogs_weekly_flash"}

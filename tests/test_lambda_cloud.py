@@ -287,3 +287,21 @@ def test_config_and_registry() -> None:
     source = config.sources[0]
     assert isinstance(source, LambdaCloudSource) and source.billable_statuses == ["active", "unhealthy"]
     assert connector("lambda_cloud") is lambda_cloud
+
+
+def test_uptime_sensor_appends_one_sample_per_tick(source: LambdaCloudSource) -> None:
+    import dagster as dg
+
+    from pipelines.sensors import lambda_uptime_sensor
+
+    moments = iter([datetime(2025, 6, 3, 14, 0, tzinfo=UTC), datetime(2025, 6, 3, 14, 5, tzinfo=UTC)])
+    sensor = lambda_uptime_sensor(source, clock=lambda: next(moments))
+    assert sensor.name == "lambda_uptime" and sensor.minimum_interval_seconds == 300
+    for _ in range(2):
+        data = sensor.evaluate_tick(dg.build_sensor_context())
+        assert data.skip_message.startswith("sampled 2 instance(s) into ")
+    lines = (Path(source.uptime_log_dir) / "2025-06.jsonl").read_text().splitlines()
+    assert [json.loads(line)["observed_at"] for line in lines] == [
+        "2025-06-03T14:00:00.000000Z",
+        "2025-06-03T14:05:00.000000Z",
+    ]

@@ -19,7 +19,7 @@ from models.config import AwsCur2Source, AwsCurLegacySource
 from pipelines.demo import aws_cur2 as demo
 from pipelines.demo.company import DemoMonth
 from pipelines.partitions import monthly_partitions
-from pipelines.sensors import cur_delivery_sensor, watched_periods
+from pipelines.sensors import delivery_sensor, watched_periods
 from tests.test_aws_cur2 import moto_s3
 from tests.test_aws_cur_legacy import ASSEMBLY_NEW, ASSEMBLY_OLD, deliver_report
 
@@ -39,7 +39,7 @@ def definitions(
     def ingest() -> None: ...
 
     job = dg.define_asset_job("cogs_month", selection=dg.AssetSelection.all())
-    sensor = cur_delivery_sensor(source, job, clock=lambda: now)
+    sensor = delivery_sensor(source, job, clock=lambda: now)
     return sensor, dg.Definitions(assets=[ingest], jobs=[job], sensors=[sensor])
 
 
@@ -63,7 +63,7 @@ def test_one_run_per_new_delivery_of_a_local_export(tmp_path: Path) -> None:
     for month, execution in [("2025-01", "exec-jan"), ("2025-02", "exec-feb"), ("2025-03", "exec-mar-1")]:
         deliver(root, month, execution)
     sensor, defs = definitions(cur2(str(root)))
-    assert sensor.name == "aws_prod_cur_deliveries"
+    assert sensor.name == "aws_prod_deliveries"
 
     requests, cursor, _ = tick(sensor, defs, None)
     assert requests == [("2025-02", "2025-02:exec-feb", "exec-feb"), ("2025-03", "2025-03:exec-mar-1", "exec-mar-1")]
