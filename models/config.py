@@ -982,6 +982,7 @@ class CogsConfig(_Strict):
         if unknown:
             raise ValueError(f"allocation pools name unknown sources: {unknown}")
         errors = self.allocation.reference_errors(set(self.features), {s.name for s in self.sources})
+        errors += self.alerts.reference_errors(set(self.features))
         if errors:
             raise ValueError("; ".join(errors))
         return self

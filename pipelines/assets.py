@@ -13,8 +13,9 @@ import polars as pl
 from models.allocation import CHARGE_COLUMNS, allocate_batches, usage_classes
 from models.anomaly import Anomaly, anomaly_frame, attach_drivers, complete_through, detect, fold_incidents
 from models.config import CogsConfig
-from models.focus import CHARGE_CATEGORIES, REQUIRED_COLUMNS
+from models.focus import CHARGE_CATEGORIES, FOCUS_COSTS_SCHEMA, REQUIRED_COLUMNS
 from models.period import BillingPeriod
+from models.usage import INFERENCE_USAGE_SCHEMA
 from pipelines.ingest import ingest
 from pipelines.warehouse import Warehouse
 
@@ -23,6 +24,13 @@ INGEST, WAREHOUSE, ALLOCATION, MARTS, REPORT = "ingest", "warehouse", "allocatio
 
 def _money(value: Decimal | None) -> float:
     return float(value or 0)
+
+
+def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """An empty PostgreSQL result comes back untyped (all Null columns): give it the table's types."""
+    if frame.height:
+        return frame
+    return pl.DataFrame(schema={c: schema.get(c, pl.String()) for c in frame.columns})
 
 
 def ingest_asset(
@@ -178,8 +186,13 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         period = context.partition_key
         columns = ", ".join(f'"{c}"' for c in CHARGE_COLUMNS)
-        charges = warehouse.read(f"SELECT {columns} FROM focus_costs WHERE x_billing_period = :p", p=period)
-        usage = warehouse.read("SELECT * FROM inference_usage WHERE billing_period = :p", p=period)
+        charges = _typed(
+            warehouse.read(f"SELECT {columns} FROM focus_costs WHERE x_billing_period = :p", p=period),
+            FOCUS_COSTS_SCHEMA,
+        )
+        usage = _typed(
+            warehouse.read("SELECT * FROM inference_usage WHERE billing_period = :p", p=period), INFERENCE_USAGE_SCHEMA
+        )
         rows, kinds = 0, []
         with warehouse.transaction() as conn:  # batch by batch, in one transaction: never half a month
             warehouse.delete("cost_allocations", {"x_billing_period": period}, conn)
@@ -217,7 +230,8 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
                 "cogs_equals_effective_cost",
                 asset="feature_costs_daily",
                 blocking=True,
-                description="The mart's COGS (idle and unallocated included) equals EffectiveCost billed.",
+                description="The mart's effective cost (COGS + R&D + OpEx, idle and unallocated included) equals "
+                "EffectiveCost billed.",
             ),
         ],
     )
@@ -226,15 +240,23 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         period = context.partition_key
         warehouse.run_sql_file("transform/feature_costs_daily.sql", period=period)
-        mart = warehouse.read("SELECT SUM(cogs) AS cogs FROM feature_costs_daily WHERE billing_period = :p", p=period)
+        mart = warehouse.read(
+            "SELECT SUM(effective_cost) AS effective, SUM(cogs) AS cogs FROM feature_costs_daily"
+            " WHERE billing_period = :p",
+            p=period,
+        )
         billed = warehouse.read(
             'SELECT SUM("EffectiveCost") AS effective FROM focus_costs WHERE x_billing_period = :p', p=period
         )
-        cogs, effective = mart["cogs"][0] or Decimal(0), billed["effective"][0] or Decimal(0)
+        allocated, effective = mart["effective"][0] or Decimal(0), billed["effective"][0] or Decimal(0)
         yield dg.AssetCheckResult(
             check_name="cogs_equals_effective_cost",
-            passed=cogs == effective,
-            metadata={"mart_cogs": _money(cogs), "effective_cost": _money(effective)},
+            passed=allocated == effective,
+            metadata={
+                "mart_effective_cost": _money(allocated),
+                "mart_cogs": _money(mart["cogs"][0] or Decimal(0)),
+                "effective_cost_billed": _money(effective),
+            },
         )
         monthly = warehouse.read(
             "SELECT feature, cogs, useful_outputs, cost_per_useful_output FROM v_feature_cogs_monthly "

@@ -128,10 +128,14 @@ def _connector_arguments(
     wanted = inspect.signature(getattr(module, "load_batches", None) or module.load).parameters
     kwargs: dict[str, object] = {}
     if "useful_output" in wanted:
-        kwargs["useful_output"] = {f: c.useful_output for f, c in config.features.items()}
+        kwargs["useful_output"] = {f: c.useful_output_rule for f, c in config.features.items()}
     if "usage" in wanted:  # reserved capacity: Used/Unused hours from the busy GPU-seconds of its deployments
+        # Busy GPU-seconds measured by DCGM win over the GPU-seconds requests report for the same hour.
         kwargs["usage"] = warehouse.read(
-            "SELECT hour, deployment, gpu_seconds FROM inference_usage WHERE billing_period = :p", p=period
+            "SELECT hour, deployment, CASE WHEN SUM(gpu_seconds_busy) > 0 THEN SUM(gpu_seconds_busy)"
+            " ELSE SUM(gpu_seconds) END AS gpu_seconds FROM inference_usage WHERE billing_period = :p"
+            " GROUP BY hour, deployment",
+            p=period,
         )
     return kwargs
 
@@ -167,7 +171,9 @@ def ingest(warehouse: Warehouse, config: CogsConfig, name: str, period_key: str)
                 name, "mapped rows", f"mixed billing currencies in one period: {sorted(totals.currencies)}"
             )
         quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE_SCHEMA), *totals.quarantine], how="vertical_relaxed")
-        _check_quarantine(name, quarantine, totals.rows, config)
+        # Telemetry aggregates many records into one hourly row: the share is of the records read.
+        read = totals.stats.get("records_read") or totals.stats.get("spans_read") or totals.rows
+        _check_quarantine(name, quarantine, read, config)
         quarantine = quarantine.select(
             batch_id=pl.lit(batch_id),
             source=pl.lit(name),

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from connectors import connector
+from connectors import connector, lambda_cloud
 from connectors.base import BillingPeriod
-from connectors import lambda_cloud
 from models.config import AwsCur2Source, AwsCurLegacySource, CogsConfig, GcpBillingExportSource, LambdaCloudSource
 
 if TYPE_CHECKING:  # what dg.define_asset_job returns; dagster does not export the class

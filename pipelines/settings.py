@@ -28,10 +28,13 @@ def load_config(path: str | Path | None = None) -> CogsConfig:
 
 
 def ensure_dagster_home() -> Path:
-    """``DAGSTER_HOME`` defaults to ``.cogs/dagster`` with telemetry off, so nothing lands in ``$HOME``."""
+    """``DAGSTER_HOME`` defaults to ``.cogs/dagster`` with telemetry off, so nothing lands in ``$HOME``.
+
+    One run at a time: DuckDB lets one process write the warehouse, so queued runs wait their turn.
+    """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".cogs/dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n")
+        settings.write_text("telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 1\n")
     return home

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -134,12 +134,10 @@ class Warehouse(dg.ConfigurableResource):
         columns = ", ".join(_quote(c) for c in frame.columns)
         raw = conn.connection.driver_connection
         if self.dialect == "duckdb":
-            raw.register("_cogs_load", frame.to_arrow())  # type: ignore[union-attr]
-            try:
-                conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _cogs_load")
-            finally:
-                with suppress(Exception):  # after a failed INSERT DuckDB refuses anything but ROLLBACK
-                    raw.unregister("_cogs_load")  # type: ignore[union-attr]
+            # DuckDB scans the local Arrow table by its name (a replacement scan): unlike a registered view, nothing
+            # keeps the batch referenced after this call, so a streamed load's memory does not grow with the month.
+            _cogs_load = frame.to_arrow()  # read by its name in the SQL below
+            raw.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _cogs_load")  # type: ignore[union-attr]
         elif self.dialect == "postgresql":
             buffer = io.BytesIO()
             frame.write_csv(buffer, include_header=False, null_value=r"\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f%z")
