@@ -306,29 +306,33 @@ def close(
     """Close a month: freeze its numbers, then write its close pack; later restatements show line by line."""
     import getpass
 
-    from pipelines.close import CloseError, close_month
-    from pipelines.report import write_pack
-
     cfg = _resolve_config(config)
-    m = _month(month)
-    wh = Warehouse(url=cfg.warehouse)
     try:
         who = by or getpass.getuser()
     except (KeyError, OSError):  # no login name in some containers
         who = "cli"
+    _close_and_pack(cfg, _month(month), who, reclose=reclose, pdf=pdf)
+
+
+def _close_and_pack(cfg: CogsConfig, month: str, who: str, *, reclose: bool, pdf: bool) -> None:
+    """Close ``month`` (``cogs close``, ``cogs demo``), then write and list its close pack."""
+    from pipelines.close import CloseError, close_month
+    from pipelines.report import write_pack
+
+    wh = Warehouse(url=cfg.warehouse)
     try:
-        done = close_month(wh, m, who, reclose=reclose)
+        done = close_month(wh, month, who, reclose=reclose)
     except CloseError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(
-        f"{m} closed {done.label}: {done.lines:,} cost lines frozen, amortized ${done.effective_cost:,.2f}, "
+        f"{month} closed {done.label}: {done.lines:,} cost lines frozen, amortized ${done.effective_cost:,.2f}, "
         f"billed ${done.billed_cost:,.2f}"
     )
-    unreconciled = wh.read("SELECT source FROM v_reconciliation WHERE billing_period = :p AND difference <> 0", p=m)
+    unreconciled = wh.read("SELECT source FROM v_reconciliation WHERE billing_period = :p AND difference <> 0", p=month)
     if unreconciled.height:
         err.print(f"[yellow]warning:[/] closed with unreconciled sources: {', '.join(unreconciled['source'])}")
-    pack = write_pack(wh, cfg, m, pdf=pdf and cfg.reports.pdf)
+    pack = write_pack(wh, cfg, month, pdf=pdf and cfg.reports.pdf)
     for path in pack.files:
         console.print(f"  [bold]{path}[/]")
     if pack.pdf_note:
@@ -478,19 +482,30 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where to write the sample exports")] = DEMO_DIR,
     warehouse: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: DuckDB under .cogs/)")] = None,
 ) -> None:
-    """Generate a month of provider exports and telemetry for a fictional AI company, run everything, summarize."""
+    """Generate a month of provider exports and telemetry for a fictional AI company, run everything, summarize.
+
+    Then close the month (the close pack: XLSX, HTML, PDF) and send its anomalies to a local alert file.
+    """
+    from pipelines.alerts import run_alerts
     from pipelines.demo.run import generate, serve_api
 
     m = _month(month)
     with console.status(f"generating {m} for the demo company (seed {seed}) …"):
         files = generate(m, seed, directory)
     console.print(f"sample exports written under [bold]{directory}[/]: " + ", ".join(files.describe()))
+    if not warehouse:  # the demo's own warehouse starts afresh each time, like its files
+        files.warehouse.unlink(missing_ok=True)
+        files.alerts.unlink(missing_ok=True)
     with serve_api(files) as config_path:
         cfg = _resolve_config(config_path)
         if warehouse:
             cfg = cfg.model_copy(update={"warehouse": warehouse})
         run_month(cfg, m)
     print_summary(cfg, m)
+    console.print(f"closing {m} for finance (the close pack):")
+    _close_and_pack(cfg, m, "cogs demo", reclose=True, pdf=True)
+    alerts = run_alerts(Warehouse(url=cfg.warehouse), cfg)
+    console.print(f"alerts: {alerts.summary()} → [bold]{files.alerts}[/]")
 
 
 def print_summary(config: CogsConfig, month: str) -> None:

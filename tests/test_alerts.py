@@ -211,7 +211,9 @@ def publish(warehouse: Warehouse, *found: Anomaly, period: str = "2026-10", at: 
 
 
 def config(warehouse: Warehouse, channels: list[dict[str, Any]], **alerts: Any) -> CogsConfig:
-    return parse_config(yaml.safe_dump({"warehouse": warehouse.url, "alerts": {"channels": channels, **alerts}}))
+    features = {f: {} for f in ("support_chat", "code_assist")}
+    document = {"warehouse": warehouse.url, "features": features, "alerts": {"channels": channels, **alerts}}
+    return parse_config(yaml.safe_dump(document))
 
 
 def outbox(warehouse: Warehouse) -> list[dict[str, Any]]:
@@ -495,8 +497,11 @@ def test_alert_channels_are_validated_in_cogs_yaml() -> None:
         parse_config(
             "alerts: {channels: [{name: m, type: email, smtp_host: h, from: a@b.c, to: [d@e.f], username_env: U}]}"
         )
-    cfg = parse_config("alerts: {channels: [{name: f, type: file, path: x, features: [nope]}]}")
-    assert cfg.alerts.reference_errors({"support_chat"}) == [
-        "alert channel 'f' names unknown features ['nope']; features: ['support_chat']"
-    ]
+    with pytest.raises(
+        ConfigError, match=r"alert channel 'f' names unknown features \['nope'\]; features: \['support_chat'\]"
+    ):
+        parse_config(
+            "features: {support_chat: {}}\nalerts: {channels: [{name: f, type: file, path: x, features: [nope]}]}"
+        )
+    cfg = parse_config("alerts: {channels: [{name: f, type: file, path: x}]}")
     assert dt.timedelta(seconds=cfg.alerts.retry_base_seconds) == timedelta(minutes=1)

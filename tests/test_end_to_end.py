@@ -151,7 +151,7 @@ def test_cli_check_reads_every_source_and_reports_failures(pipeline: tuple[Wareh
     runner = CliRunner()
     ok = runner.invoke(app, ["check", "--config", str(path), "--month", MONTH], env={"COLUMNS": "200"})
     assert ok.exit_code == 0, ok.output
-    assert [line.split("│")[3].strip() for line in ok.output.splitlines() if line.startswith("│")] == ["ok"] * 6
+    assert [line.split("│")[3].strip() for line in ok.output.splitlines() if line.startswith("│")] == ["ok"] * 7
     raw = yaml.safe_load(path.read_text())
     raw["sources"][0]["path"] = str(tmp_path / "missing-export")
     broken = tmp_path / "cogs.yaml"

@@ -47,6 +47,8 @@ used AS (
         AND (k.environment = u.environment OR (k.environment IS NULL AND u.environment IS NULL))
     WHERE u.billing_period = :period AND COALESCE(k.cost_class, 'cogs') = 'cogs'
     GROUP BY CAST(u.hour AT TIME ZONE 'UTC' AS DATE), u.feature
+    -- GPU metrics rows (busy/provisioned GPU-seconds only) measure capacity, not a feature's use.
+    HAVING SUM(u.requests) > 0 OR SUM(u.input_tokens + u.output_tokens) > 0 OR SUM(u.gpu_seconds) > 0
 ),
 joined AS (
     SELECT
