@@ -146,6 +146,21 @@ OFFSETS = (
     "Discount", "BundledDiscount", "EdpDiscount", "PrivateRateDiscount", "SppDiscount", "DistributorDiscount",
     "RiVolumeDiscount",
 )  # fmt: skip
+# Region code → name, as ``product_location`` spells them (AWS General Reference, "Regions and Zones").
+AWS_REGION_NAMES = {
+    "us-east-1": "US East (N. Virginia)", "us-east-2": "US East (Ohio)", "us-west-1": "US West (N. California)",
+    "us-west-2": "US West (Oregon)", "af-south-1": "Africa (Cape Town)", "ap-east-1": "Asia Pacific (Hong Kong)",
+    "ap-south-1": "Asia Pacific (Mumbai)", "ap-south-2": "Asia Pacific (Hyderabad)",
+    "ap-southeast-1": "Asia Pacific (Singapore)", "ap-southeast-2": "Asia Pacific (Sydney)",
+    "ap-southeast-3": "Asia Pacific (Jakarta)", "ap-southeast-4": "Asia Pacific (Melbourne)",
+    "ap-northeast-1": "Asia Pacific (Tokyo)", "ap-northeast-2": "Asia Pacific (Seoul)",
+    "ap-northeast-3": "Asia Pacific (Osaka)", "ca-central-1": "Canada (Central)", "ca-west-1": "Canada West (Calgary)",
+    "eu-central-1": "EU (Frankfurt)", "eu-central-2": "EU (Zurich)", "eu-west-1": "EU (Ireland)",
+    "eu-west-2": "EU (London)", "eu-west-3": "EU (Paris)", "eu-north-1": "EU (Stockholm)", "eu-south-1": "EU (Milan)",
+    "eu-south-2": "EU (Spain)", "il-central-1": "Israel (Tel Aviv)", "me-south-1": "Middle East (Bahrain)",
+    "me-central-1": "Middle East (UAE)", "sa-east-1": "South America (Sao Paulo)",
+    "us-gov-east-1": "AWS GovCloud (US-East)", "us-gov-west-1": "AWS GovCloud (US-West)",
+}  # fmt: skip
 PURCHASES = ("SavingsPlanRecurringFee", "SavingsPlanUpfrontFee", "RIFee", "Fee")
 NEGATION = "SavingsPlanNegation"
 KNOWN_LINE_ITEM_TYPES = (*CONSUMPTION, NEGATION, *OFFSETS, *PURCHASES, "Tax", "Credit", "Refund")
@@ -962,7 +977,31 @@ def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
     focus = frame.select(
         *_focus_columns(), _unused_effective_cost().alias("_unused"), _unused_quantity().alias("_unused_qty")
     )
-    return pl.concat([focus, _unused_rows(focus)]).drop("_unused", "_unused_qty")
+    rows = pl.concat([focus, _unused_rows(focus)]).drop("_unused", "_unused_qty")
+    return rows.with_columns(
+        ListUnitPrice=_price_from_cost("ListUnitPrice", "ListCost"),
+        ContractedUnitPrice=_price_from_cost("ContractedUnitPrice", "ContractedCost"),
+    )
+
+
+def _price_from_cost(price: str, cost: str) -> pl.Expr:
+    """A Usage/Purchase row's missing unit price as cost ÷ PricingQuantity (12 places).
+
+    FOCUS 1.2 ListUnitPrice-C-005-C / ContractedUnitPrice-C-006-C: the price MUST NOT be null on Usage and
+    Purchase rows (not corrections), and price × PricingQuantity MUST match the cost (ListCost-C-009-C).
+    Commitment fees carry no public rate in the CUR, so the fee's own rate is used; unused-commitment rows
+    list and contract at 0 (their cost is on the purchase), so their price is 0. Left null when the
+    quantity is 0: no price makes 0 × price equal a non-zero cost.
+    """
+    quantity = pl.col("PricingQuantity")
+    missing = (
+        pl.col(price).is_null()
+        & pl.col("ChargeCategory").is_in(["Usage", "Purchase"])
+        & pl.col(cost).is_not_null()
+        & (quantity != 0).fill_null(False)
+    )
+    nonzero = pl.when(quantity != 0).then(quantity)  # polars evaluates every branch: never divide by 0
+    return pl.when(missing).then((pl.col(cost) / nonzero).cast(MONEY)).otherwise(pl.col(price)).cast(MONEY)
 
 
 def _with_costs_and_quantities(lines: pl.DataFrame) -> pl.DataFrame:
@@ -1046,9 +1085,7 @@ def _focus_columns() -> list[pl.Expr]:
         pl.lit(PROVIDER).alias("ProviderName"),
         pl.col("line_item_legal_entity").fill_null(DEFAULT_ENTITY).alias("PublisherName"),
         region.alias("RegionId"),
-        pl.when(region.is_not_null() & (pl.col("product_location_type") == "AWS Region"))
-        .then(pl.col("product_location"))
-        .alias("RegionName"),
+        _region_name(region).alias("RegionName"),
         pl.col("line_item_resource_id").alias("ResourceId"),
         pl.coalesce("_tag_name", _arn_name()).alias("ResourceName"),
         _resource_type().alias("ResourceType"),
@@ -1070,6 +1107,18 @@ def _focus_columns() -> list[pl.Expr]:
         pl.col("x_source_line"),
         kind.cast(pl.String).alias("x_line_item_type"),
     ]  # fmt: skip
+
+
+def _region_name(region: pl.Expr) -> pl.Expr:
+    """The line's ``product_location`` for an AWS Region, else the region code's published name.
+
+    FOCUS 1.2 RegionName-C-005-C: RegionName MUST NOT be null when RegionId is not null. Fee, tax and
+    Savings Plan lines carry ``product_region_code`` without ``product_location``; the name then comes
+    from AWS's region table (an unknown code keeps its code, as AWS's own FOCUS export names ``global``).
+    """
+    located = pl.when(pl.col("product_location_type") == "AWS Region").then(pl.col("product_location"))
+    known = region.replace_strict(AWS_REGION_NAMES, default=region, return_dtype=pl.String)
+    return pl.when(region.is_not_null()).then(pl.coalesce(located, known))
 
 
 def _zero() -> pl.Expr:

@@ -21,7 +21,8 @@ may carry in a later release are not used (counted in ``stats``); use a ``focus_
 ``source_total`` = Σ rate × quantity recomputed from the raw text of the rows in the month (CoreWeave
 reports no amount to reconcile with). Missing ProviderName/PublisherName/InvoiceIssuerName are filled with
 "CoreWeave", a missing ChargeCategory/ChargeFrequency with Usage/Usage-Based, BillingCurrency with the
-config's currency; each fill is counted in ``repairs``.
+config's currency, a blank RegionName with the RegionId and a blank ChargeDescription with the SKU and
+its meter (FOCUS 1.2 RegionName-C-005-C, ChargeDescription-C-003-O); each fill is counted in ``repairs``.
 """
 
 from __future__ import annotations
@@ -289,6 +290,7 @@ def _filled(source: CoreWeaveSource, frame: pl.DataFrame, report: _Report) -> pl
         current = pl.col(name) if name in frame.columns else pl.lit(None, pl.String)
         report.repairs[f"filled_missing:{name}"] += int(frame.select(current.is_null().sum()).item())
         frame = frame.with_columns(current.fill_null(value).alias(name))
+    frame = _named(frame, report)
     other = int(frame.select((pl.col("BillingCurrency") != source.currency).sum()).item())
     if other:
         raise SourceError(
@@ -297,6 +299,32 @@ def _filled(source: CoreWeaveSource, frame: pl.DataFrame, report: _Report) -> pl
             f"{other} row(s) are billed in another currency than the rate card's {source.currency}",
             "set currency to the export's BillingCurrency (one rate card per currency)",
         )
+    return frame
+
+
+def _named(frame: pl.DataFrame, report: _Report) -> pl.DataFrame:
+    """RegionName and ChargeDescription, which the export leaves blank, from the row's own ids (counted).
+
+    FOCUS 1.2 RegionName-C-005-C: RegionName MUST NOT be null when RegionId is not null (CoreWeave names its
+    regions by their ids); ChargeDescription-C-003-O: it SHOULD NOT be null (the SKU and its meter say what
+    was charged).
+    """
+
+    def column(name: str) -> pl.Expr:
+        return pl.col(name) if name in frame.columns else pl.lit(None, pl.String)
+
+    filled = {
+        "RegionName": pl.when(column("RegionId").is_not_null()).then(column("RegionId")),
+        "ChargeDescription": pl.concat_str(
+            pl.lit(f"{PROVIDER} "), pl.coalesce(column("SkuId"), column("SkuPriceId")),
+            pl.when(column("SkuMeter").is_not_null()).then(pl.lit(" (") + column("SkuMeter") + pl.lit(")")),
+            ignore_nulls=True,
+        ),
+    }  # fmt: skip
+    for name, value in filled.items():
+        missing = column(name).is_null() & value.is_not_null()
+        report.repairs[f"filled_missing:{name}"] += int(frame.select(missing.sum()).item())
+        frame = frame.with_columns(pl.coalesce(column(name), value).alias(name))
     return frame
 
 

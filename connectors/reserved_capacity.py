@@ -23,7 +23,10 @@ in each month BilledCost is what the contract invoices. CommitmentDiscountId = C
 contract id; CommitmentDiscountStatus = CapacityReservationStatus = Used/Unused on Usage rows;
 CommitmentDiscountCategory ``Usage`` (GPU-hours), CommitmentDiscountType ``Reserved GPU Capacity``,
 CommitmentDiscountUnit/PricingUnit/ConsumedUnit ``GPU-Hours`` (12 places). ListCost = ContractedCost =
-the row's BilledCost on purchases and EffectiveCost on usage (no on-demand price is declared).
+the row's BilledCost on purchases and EffectiveCost on usage (no on-demand price is declared); the unit
+prices are never null on these Usage/Purchase rows (FOCUS 1.2 ListUnitPrice-C-005-C, ContractedUnitPrice-C-006-C):
+the amount per GPU-hour, rounded to 12 places. BillingAccountName/Type and RegionName come from the
+contract (defaults: the account id, ``Billing Account``, the region id) so they are set whenever the ids are.
 
 The connector cannot read the warehouse: ``load(source, period, usage=...)`` takes the hours' busy
 GPU-seconds as a frame (``inference_usage`` rows or any frame with ``hour``, ``gpu_seconds`` and
@@ -56,12 +59,13 @@ TYPE = "Reserved GPU Capacity"
 UNUSED = "\uffffunused"  # sorts after every deployment name: the idle part is split last
 
 _STRINGS = (
-    "BillingAccountId", "BillingCurrency", "CapacityReservationId", "CapacityReservationStatus", "ChargeCategory",
-    "ChargeDescription", "ChargeFrequency", "CommitmentDiscountCategory", "CommitmentDiscountId",
-    "CommitmentDiscountName", "CommitmentDiscountStatus", "CommitmentDiscountType", "CommitmentDiscountUnit",
-    "ConsumedUnit", "InvoiceIssuerName", "PricingCategory", "PricingUnit", "ProviderName", "PublisherName",
-    "RegionId", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "ServiceSubcategory",
-    "SkuId", "SkuMeter", "SkuPriceId", "SkuPriceDetails", "x_source_file", "x_source_line", "x_line_item_type",
+    "BillingAccountId", "BillingAccountName", "BillingAccountType", "BillingCurrency", "CapacityReservationId",
+    "CapacityReservationStatus", "ChargeCategory", "ChargeDescription", "ChargeFrequency",
+    "CommitmentDiscountCategory", "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus",
+    "CommitmentDiscountType", "CommitmentDiscountUnit", "ConsumedUnit", "InvoiceIssuerName", "PricingCategory",
+    "PricingUnit", "ProviderName", "PublisherName", "RegionId", "RegionName", "ResourceId", "ResourceName",
+    "ResourceType", "ServiceCategory", "ServiceName", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceId",
+    "SkuPriceDetails", "x_source_file", "x_source_line", "x_line_item_type",
 )  # fmt: skip
 _DECIMALS = (
     "BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice", "ContractedUnitPrice",
@@ -139,8 +143,10 @@ def _purchase_rows(
     rows = []
     if contract.upfront and period.start <= contract.start < period.end:
         quantity = Decimal(contract.gpu_count) * _hours(contract.start, contract.end)
-        rows.append(_purchase(base, contract, "One-Time", contract.upfront, quantity, None,
-                              (contract.start, contract.end), "Upfront", "upfront payment for the term"))  # fmt: skip
+        price = _money(contract.upfront / quantity)
+        term = (contract.start, contract.end)
+        rows.append(_purchase(base, contract, "One-Time", contract.upfront, quantity, price, term,
+                              "Upfront", "upfront payment for the term"))  # fmt: skip
     if contract.hourly_total:
         hours = _hours(*window)
         fee = _money(contract.hourly_total * hours)
@@ -214,11 +220,13 @@ def _usage_rows(
                 parts["weight"].append(weight)
                 parts["amount"].append(int(amount * UNITS_PER_MONEY))
                 parts["gpu_hours"].append(contract.gpu_count * UNITS_PER_MONEY)
+                # the hour's amount per GPU-hour: each part's cost is its GPU-hours × this (within 1e-12 rounding)
+                parts["rate"].append(int(_money(amount / contract.gpu_count) * UNITS_PER_MONEY))
     if not parts:
         return pl.DataFrame(schema=FRAME_SCHEMA)
     frame = pl.DataFrame(
         parts, schema={"hour": TIMESTAMP, "part": pl.String, "weight": pl.Int64, "amount": pl.Int128,
-                       "gpu_hours": pl.Int128},
+                       "gpu_hours": pl.Int128, "rate": pl.Int128},
     )  # fmt: skip
     split = split_units(frame, group="hour", amount="amount", weight="weight", order="part", out="units")
     # the hour's GPU-hours split the same way, in 1e-12 units: the parts add up to gpu_count exactly
@@ -250,6 +258,8 @@ def _usage_frame(split: pl.DataFrame, contract: ReservedContract, base: dict[str
         cost.alias("EffectiveCost"),
         cost.alias("ListCost"),
         cost.alias("ContractedCost"),
+        from_units(pl.col("rate")).alias("ListUnitPrice"),
+        from_units(pl.col("rate")).alias("ContractedUnitPrice"),
         quantity.alias("CommitmentDiscountQuantity"),
         quantity.alias("PricingQuantity"),
         pl.lit(UNIT).alias("PricingUnit"),
@@ -317,8 +327,13 @@ def _busy(
 def _base(contract: ReservedContract, period: BillingPeriod, account: str | None) -> dict[str, Any]:
     details = {"x_GpuType": contract.gpu_type, "x_GpuCount": contract.gpu_count,
                "x_HourlyFee": str(contract.hourly_total), "x_Upfront": str(contract.upfront)}  # fmt: skip
+    account_id = contract.billing_account_id or account or contract.provider
     return {
-        "BillingAccountId": contract.billing_account_id or account or contract.provider,
+        "BillingAccountId": account_id,
+        # FOCUS 1.2: BillingAccountType MUST NOT be null when BillingAccountId is not null, and BillingAccountName
+        # MUST NOT be null where accounts can be named (the config names it; else its id is its name)
+        "BillingAccountName": contract.billing_account_name or account_id,
+        "BillingAccountType": contract.billing_account_type,
         "BillingCurrency": contract.currency,
         "CapacityReservationId": contract.id,
         "CommitmentDiscountCategory": "Usage",
@@ -330,6 +345,8 @@ def _base(contract: ReservedContract, period: BillingPeriod, account: str | None
         "ProviderName": contract.provider,
         "PublisherName": contract.provider,
         "RegionId": contract.region,
+        # FOCUS 1.2 RegionName-C-005-C: MUST NOT be null when RegionId is not null
+        "RegionName": (contract.region_name or contract.region) if contract.region else None,
         "ServiceCategory": "Compute",
         "ServiceName": f"{contract.provider} {TYPE}",
         "ServiceSubcategory": "Virtual Machines",
@@ -352,12 +369,15 @@ def _hours(start: datetime, end: datetime) -> Decimal:
     return Decimal((end - start) // HOUR)
 
 
-def _per_gpu_rate(contract: ReservedContract) -> Decimal | None:
-    """The contracted price per GPU-hour when it is exact (declared, or the total divides evenly)."""
+def _per_gpu_rate(contract: ReservedContract) -> Decimal:
+    """The contracted price per GPU-hour: declared, or the total's share rounded to 12 places.
+
+    FOCUS 1.2 ListUnitPrice/ContractedUnitPrice-C-005-C: not null on a Purchase; rounded, the price × quantity
+    stays within far less than a cent of the fee (the validator's tolerance is 1e-9 relative).
+    """
     if contract.hourly_rate_per_gpu is not None:
         return contract.hourly_rate_per_gpu
-    rate = contract.hourly_total / contract.gpu_count
-    return rate if rate == _money(rate) else None
+    return _money(contract.hourly_total / contract.gpu_count)
 
 
 def _money(value: Decimal) -> Decimal:

@@ -217,7 +217,10 @@ class ReservedContract(_Strict):
     name: str | None = None
     provider: str = Field(min_length=1)
     billing_account_id: str | None = Field(None, description="default: the source name")
+    billing_account_name: str | None = Field(None, description="the account's display name; default: its id")
+    billing_account_type: str = Field("Billing Account", min_length=1, description="the provider's account type")
     region: str | None = None
+    region_name: str | None = Field(None, description="the region's display name (e.g. Finland); default: region")
     gpu_type: str = Field(min_length=1)
     gpu_count: int = Field(gt=0)
     start: datetime = Field(description="UTC, on the hour (a date means midnight UTC)")

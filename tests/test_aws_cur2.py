@@ -904,3 +904,22 @@ def test_a_broken_delivery_keeps_the_previous_one_in_the_warehouse(export: Path,
         ingest(duckdb_warehouse, config_for(export), "aws_prod", PERIOD.key)
     assert duckdb_warehouse.read(query).row(0) == before
     assert duckdb_warehouse.read("SELECT COUNT(*) AS n FROM ingest_batches")["n"][0] == 1
+
+
+def test_fee_and_tax_rows_name_their_region_and_price_their_purchases(export: Path) -> None:
+    """FOCUS 1.2: RegionName MUST NOT be null when RegionId is not null (RegionName-C-005-C); Usage and
+    Purchase rows carry List/ContractedUnitPrice with price × PricingQuantity = cost (ListUnitPrice-C-005-C,
+    ContractedUnitPrice-C-006-C, ListCost-C-009-C)."""
+    frame = load(source(export), PERIOD).frame
+    regioned = frame.filter(pl.col("RegionId").is_not_null())
+    assert regioned.filter(pl.col("RegionName").is_null()).height == 0
+    fees = frame.filter(pl.col("x_line_item_type") == "SavingsPlanRecurringFee")
+    assert set(fees["RegionName"].drop_nulls()) <= {"US East (N. Virginia)"}
+    priced = frame.filter(pl.col("ChargeCategory").is_in(["Usage", "Purchase"]) & (pl.col("PricingQuantity") != 0))
+    for price, cost in (("ListUnitPrice", "ListCost"), ("ContractedUnitPrice", "ContractedCost")):
+        assert priced.filter(pl.col(price).is_null()).height == 0
+        for p, q, c in priced.select(price, "PricingQuantity", cost).iter_rows():
+            assert abs(p * q - c) <= Decimal("1e-9") * max(abs(c), 1)
+    purchase = fees.filter(pl.col("ChargeCategory") == "Purchase")
+    # the fee's own rate: one hour of the plan's hourly commitment
+    assert set(amounts(purchase, "ListUnitPrice")) == {SP_HOURLY_COMMITMENT}

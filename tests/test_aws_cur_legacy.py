@@ -116,7 +116,8 @@ def test_usage_and_tax_lines_map_right() -> None:
     )} == {
         "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based", "ChargeClass": None,
         "ServiceName": "Amazon Simple Storage Service", "ServiceCategory": "Storage",
-        "ServiceSubcategory": "Object Storage", "RegionId": "us-east-1", "RegionName": None,
+        # a transfer line has no product/location: the region code's name (FOCUS 1.2 RegionName-C-005-C)
+        "ServiceSubcategory": "Object Storage", "RegionId": "us-east-1", "RegionName": "US East (N. Virginia)",
         "SkuId": "2BG23xxxxxxBKVFW", "SkuMeter": "USE1-EUC1-AWS-Out-Bytes",
         "SkuPriceId": "2BG23N2FNX3BKxxx.xxxxxxxxxx.xxx6EN2CT7", "PricingUnit": "GB", "ConsumedUnit": "GB",
         "PricingCategory": "Standard", "InvoiceIssuerName": "Amazon Web Services Canada, Inc.",

@@ -48,7 +48,11 @@ def test_usage_rows_priced_with_the_rate_card_to_the_cent() -> None:
         )
     ]
     assert result.stats == {"files": 1, "rows_outside_period": 1}
-    assert result.repairs == {"pricing_quantity_from_consumed_quantity": 1}
+    assert result.repairs == {
+        "filled_missing:ChargeDescription": 6,
+        "filled_missing:RegionName": 6,
+        "pricing_quantity_from_consumed_quantity": 1,
+    }
 
 
 def test_ingest_fills_focus_costs_and_reconciles(duckdb_warehouse: Warehouse) -> None:
@@ -78,7 +82,9 @@ def test_each_row_carries_rate_quantity_and_the_export_s_own_columns() -> None:
     assert (h100["BillingAccountId"], h100["AvailabilityZone"], h100["RegionId"]) == (
         "org-7f3c2a91", "US-EAST-04A", "US-EAST-04"
     )  # fmt: skip
-    assert h100["ChargeDescription"] is None and h100["ResourceId"] is None  # blank in CoreWeave's export
+    assert h100["ResourceId"] is None  # blank in CoreWeave's export
+    # blank in the export too, filled from the row's ids (FOCUS 1.2 RegionName-C-005-C, ChargeDescription-C-003-O)
+    assert (h100["RegionName"], h100["ChargeDescription"]) == ("US-EAST-04", "CoreWeave gd-8xh100ib-i128 (GPU Hours)")
     storage = frame.filter(pl.col("x_source_line") == "line 6").row(0, named=True)
     assert (storage["PricingQuantity"], storage["PricingUnit"], storage["ConsumedQuantity"]) == (
         Decimal("2048.5"), "GiB-Hours", Decimal("2048.5")

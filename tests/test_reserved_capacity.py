@@ -278,3 +278,20 @@ def test_demo_contract_is_valid_and_bills_its_terms() -> None:
     assert june.source_total == 4 * Decimal("2.10") * 720 == june.frame["BilledCost"].sum()
     assert january.source_total == Decimal(12_000) + 4 * Decimal("2.10") * 744
     assert june.frame.filter(pl.col("ChargeCategory") == "Usage").height == 720
+
+
+def test_rows_carry_account_region_names_and_unit_prices() -> None:
+    """FOCUS 1.2: BillingAccountType-C-005-C, BillingAccountName-C-003-C, RegionName-C-005-C, and unit prices
+    on every Usage/Purchase row (ListUnitPrice-C-005-C, ContractedUnitPrice-C-006-C) that × PricingQuantity
+    match the costs (ListCost-C-009-C; the validator allows 1e-9 relative)."""
+    hour = datetime(2023, 1, 1, tzinfo=UTC)
+    term = contract(**PARTIAL_UPFRONT, region="eu-north1", region_name="Finland", billing_account_name="Lumen")
+    rows = commitment_rows(term, JAN, busy(hour, "10800"), billing_account_id="reserved")
+    assert set(rows["BillingAccountName"]) == {"Lumen"} and set(rows["BillingAccountType"]) == {"Billing Account"}
+    assert set(rows["RegionName"]) == {"Finland"}
+    for price, cost in (("ListUnitPrice", "ListCost"), ("ContractedUnitPrice", "ContractedCost")):
+        assert rows[price].null_count() == 0
+        for p, q, c in rows.select(price, "PricingQuantity", cost).iter_rows():
+            assert abs(p * q - c) <= Decimal("1e-9") * max(abs(c), 1)
+    defaults = commitment_rows(contract(**PARTIAL_UPFRONT, region="eu-north1"), JAN, None, billing_account_id="rc")
+    assert set(defaults["BillingAccountName"]) == {"rc"} and set(defaults["RegionName"]) == {"eu-north1"}

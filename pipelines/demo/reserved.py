@@ -33,6 +33,7 @@ def source_config(month: DemoMonth) -> dict[str, Any]:
                 "name": "4× H100 SXM, 12 months",
                 "provider": GPU_CLOUD_PROVIDER,
                 "region": "eu-north1",
+                "region_name": "Finland",  # as the GPU cloud's own FOCUS export names eu-north1
                 "gpu_type": "H100 SXM",
                 "gpu_count": GPUS,
                 "start": f"{year}-01-01T00:00:00Z",
