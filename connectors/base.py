@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 
 from models.period import BillingPeriod
 
-__all__ = ["QUARANTINE_SCHEMA", "BillingPeriod", "LoadResult", "SourceError"]
+__all__ = ["QUARANTINE_SCHEMA", "BillingPeriod", "LoadResult", "SourceError", "customer_salt", "find_files"]
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
@@ -43,3 +46,30 @@ class LoadResult:
     source_total: Decimal | None = None
     repairs: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+
+
+def find_files(source: str, path: str) -> list[Path]:
+    """Every file a folder (searched recursively), a glob or a file names; the caller filters by suffix."""
+    root = Path(path)
+    if root.is_dir():
+        return sorted(p for p in root.rglob("*") if p.is_file())
+    if glob.has_magic(path):
+        return sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
+    if root.is_file():
+        return [root]
+    raise SourceError(source, path, "no such file or folder", "set `path` to a folder or a glob")
+
+
+def customer_salt(source: str, needed: bool, salt_env: str | None, store_raw: bool) -> bytes | None:
+    """The customer-hashing salt from its environment variable (its value is never shown)."""
+    if not needed or (store_raw and not salt_env):
+        return None
+    salt = os.environ.get(salt_env or "", "")
+    if not salt:
+        raise SourceError(
+            source,
+            f"environment variable {salt_env}",
+            "is not set or empty: customer ids can't be hashed",
+            "set it to a long random secret (the same one every run, so pseudonyms stay stable)",
+        )
+    return salt.encode("utf-8")

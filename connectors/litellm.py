@@ -52,11 +52,19 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
-from connectors.request_logs import customer_salt, outcome_columns, summed, useful_rules
+from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError, customer_salt
+from connectors.request_logs import outcome_columns, summed
 from models.config import LiteLLMTelemetry
 from models.focus import TIMESTAMP
-from models.usage import GPU_SECONDS, UNKNOWN_FEATURE, USAGE_KEYS, USAGE_MEASURES, aggregate_hourly, hash_customer
+from models.usage import (
+    GPU_SECONDS,
+    UNKNOWN_FEATURE,
+    USAGE_KEYS,
+    USAGE_MEASURES,
+    aggregate_hourly,
+    hash_customer,
+    useful_rules,
+)
 
 UNKNOWN = "unknown"
 PROMPT_COLUMNS = frozenset({"messages", "response", "proxy_server_request"})  # never selected

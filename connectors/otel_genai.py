@@ -81,11 +81,9 @@ Rules (each one counted in ``LoadResult.stats``; nothing is dropped silently):
 
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 import math
-import os
 import re
 from array import array
 from collections import Counter
@@ -99,7 +97,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
+from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError, customer_salt, find_files
 from models.config import OtelGenAITelemetry
 from models.usage import (
     DEFAULT_USEFUL_OUTPUT_RULE,
@@ -109,6 +107,7 @@ from models.usage import (
     USAGE_MEASURES,
     aggregate_hourly,
     hash_customer,
+    useful_rules,
 )
 
 try:  # orjson parses OTLP lines ~3x faster; the stdlib parser is the fallback
@@ -122,11 +121,9 @@ NS = 10**9
 NS_PER_HOUR = 3_600 * NS
 MAX_THRESHOLD = 1 << 56  # 2^56: thresholds and randomness are 56-bit values
 UNKNOWN = "unknown"
-USEFUL_MODES = ("succeeded", "accepted")
 READABLE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 BATCH_SPANS = 100_000  # request rows parsed before they are deduplicated and summed
 PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})[/\\]hour=(\d{2})(?:[/\\]|$)")
-RULE = re.compile(r"^(succeeded|accepted)(?:@v([1-9]\d*))?$")
 
 # Operations that wrap model calls (agents, workflows) or are not model calls: their token attributes,
 # when present, repeat the child chat spans, so counting them would double the usage.
@@ -298,7 +295,7 @@ def load_batches(
         source,
         int(period.start.timestamp()) * NS,
         int(period.end.timestamp()) * NS,
-        _rules(useful_output),
+        useful_rules(useful_output),
         _salt(source),
     )
     files = _span_files(source)
@@ -326,34 +323,10 @@ def _file_result(reader: _Reader, path: Path) -> LoadResult:
     return result
 
 
-def _rules(useful_output: Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
-    rules: dict[str, tuple[str, str]] = {}
-    bad: dict[str, str] = {}
-    for feature, rule in (useful_output or {}).items():
-        match = RULE.match(rule)
-        if match is None:
-            bad[feature] = rule
-            continue
-        rules[feature] = (match[1], f"{match[1]}@v{match[2] or 1}")
-    if bad:
-        raise ValueError(f"useful_output must map features to one of {USEFUL_MODES} (optionally @vN), got {bad}")
-    return rules
-
-
 def _salt(source: OtelGenAITelemetry) -> bytes | None:
-    """The customer-hashing salt from its environment variable (its value is never shown)."""
-    if not source.customer_attribute or (source.store_raw_customer and not source.customer_hash_salt_env):
-        return None
-    env = source.customer_hash_salt_env or ""
-    salt = os.environ.get(env, "")
-    if not salt:
-        raise SourceError(
-            source.name,
-            f"environment variable {env}",
-            "is not set or empty: customer ids can't be hashed",
-            "set it to a long random secret (the same one every run, so pseudonyms stay stable)",
-        )
-    return salt.encode("utf-8")
+    return customer_salt(
+        source.name, source.customer_attribute is not None, source.customer_hash_salt_env, source.store_raw_customer
+    )
 
 
 # --- files and lines -------------------------------------------------------------------------------
@@ -361,15 +334,7 @@ def _salt(source: OtelGenAITelemetry) -> bytes | None:
 
 def _span_files(source: OtelGenAITelemetry) -> list[Path]:
     """The span files a folder (searched recursively) or a glob names, in a stable order."""
-    root = Path(source.path)
-    if root.is_dir():
-        candidates = [p for p in root.rglob("*") if p.is_file()]
-    elif glob.has_magic(source.path):
-        candidates = [Path(p) for p in glob.glob(source.path, recursive=True) if Path(p).is_file()]
-    elif root.is_file():
-        candidates = [root]
-    else:
-        raise SourceError(source.name, source.path, "no such file or folder", "set `path` to a folder or a glob")
+    candidates = find_files(source.name, source.path)
     zstd = [p for p in candidates if p.name.endswith(".zst")]
     if zstd:
         raise SourceError(
@@ -378,7 +343,7 @@ def _span_files(source: OtelGenAITelemetry) -> list[Path]:
             "zstd-compressed span files can't be read",
             "decompress them (zstd -d) or gzip them, or turn off the file exporter's compression",
         )
-    files = sorted(p for p in candidates if p.name.endswith(READABLE_SUFFIXES) and not p.name.startswith("."))
+    files = [p for p in candidates if p.name.endswith(READABLE_SUFFIXES) and not p.name.startswith(".")]
     if not files:
         raise SourceError(
             source.name, source.path, f"no span files ({', '.join(READABLE_SUFFIXES)}) found", "check `path`"

@@ -35,7 +35,6 @@ the order of its labels.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import re
 from collections import Counter
@@ -49,7 +48,7 @@ from typing import Any
 
 import polars as pl
 
-from connectors.base import QUARANTINE_SCHEMA, SourceError
+from connectors.base import QUARANTINE_SCHEMA, SourceError, find_files
 from connectors.http import ApiClient
 
 NAME_LABEL = "__name__"
@@ -323,16 +322,8 @@ def _in_window(frame: pl.DataFrame, window_ms: tuple[int, int] | None, stats: Co
 
 def scrape_files(source_name: str, path: str) -> list[Path]:
     """The scrape files a folder (searched recursively), a glob or a file names, in a stable order."""
-    root = Path(path)
-    if root.is_dir():
-        candidates = [p for p in root.rglob("*") if p.is_file()]
-    elif glob.has_magic(path):
-        candidates = [Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file()]
-    elif root.is_file():
-        candidates = [root]
-    else:
-        raise SourceError(source_name, path, "no such file or folder", "set `path` to a folder or a glob of scrapes")
-    files = sorted(p for p in candidates if p.name.removesuffix(".gz").endswith(READABLE_SUFFIXES))
+    candidates = find_files(source_name, path)
+    files = [p for p in candidates if p.name.removesuffix(".gz").endswith(READABLE_SUFFIXES)]
     if not files:
         raise SourceError(
             source_name, path, f"no scrape files ({', '.join(READABLE_SUFFIXES)}, optionally .gz) found", "check `path`"

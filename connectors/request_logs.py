@@ -34,9 +34,6 @@ with polars' streaming engine); ``load`` sums them.
 
 from __future__ import annotations
 
-import glob
-import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -44,7 +41,7 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError
+from connectors.base import QUARANTINE_SCHEMA, BillingPeriod, LoadResult, SourceError, customer_salt, find_files
 from models.config import RequestLogsTelemetry
 from models.focus import TIMESTAMP
 from models.usage import (
@@ -55,11 +52,10 @@ from models.usage import (
     USAGE_MEASURES,
     aggregate_hourly,
     hash_customer,
+    useful_rules,
 )
 
 UNKNOWN = "unknown"
-USEFUL_MODES = ("succeeded", "accepted")
-RULE = re.compile(r"^(succeeded|accepted)(?:@v([1-9][0-9]*))?$")
 TOKEN_COLUMNS = (
     "input_tokens",
     "output_tokens",
@@ -74,22 +70,7 @@ READABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 MICRO = Decimal("0.000001")
 
 
-# --- shared with the LiteLLM connector: useful-output rules and customer pseudonyms ------------------
-
-
-def useful_rules(useful_output: Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
-    """Feature → (mode, recorded rule) from ``"succeeded"``/``"accepted"``, optionally ``@vN``."""
-    rules: dict[str, tuple[str, str]] = {}
-    bad = {}
-    for feature, rule in (useful_output or {}).items():
-        match = RULE.match(rule)
-        if match is None:
-            bad[feature] = rule
-            continue
-        rules[feature] = (match[1], f"{match[1]}@v{match[2] or 1}")
-    if bad:
-        raise ValueError(f"useful_output must map features to one of {USEFUL_MODES} (optionally @vN), got {bad}")
-    return rules
+# --- shared with the LiteLLM connector: outcomes and customer pseudonyms ------------------
 
 
 def outcome_columns(rules: Mapping[str, tuple[str, str]]) -> list[pl.Expr]:
@@ -105,21 +86,6 @@ def outcome_columns(rules: Mapping[str, tuple[str, str]]) -> list[pl.Expr]:
         pl.when(mode == "accepted").then(succeeded * pl.col("accepted")).otherwise(succeeded * (1 - pl.col("retried")))
     )
     return [succeeded.alias("succeeded"), useful.alias("useful_outputs"), recorded.alias("useful_output_rule")]
-
-
-def customer_salt(source_name: str, needed: bool, salt_env: str | None, store_raw: bool) -> bytes | None:
-    """The customer-hashing salt from its environment variable (its value is never shown)."""
-    if not needed or (store_raw and not salt_env):
-        return None
-    salt = os.environ.get(salt_env or "", "")
-    if not salt:
-        raise SourceError(
-            source_name,
-            f"environment variable {salt_env}",
-            "is not set or empty: customer ids can't be hashed",
-            "set it to a long random secret (the same one every run, so pseudonyms stay stable)",
-        )
-    return salt.encode("utf-8")
 
 
 def pseudonyms(column: pl.Expr, salt: bytes | None) -> pl.Expr:
@@ -166,16 +132,7 @@ def load_batches(
 
 
 def log_files(source: RequestLogsTelemetry) -> list[Path]:
-    root = Path(source.path)
-    if root.is_dir():
-        candidates = [p for p in root.rglob("*") if p.is_file()]
-    elif glob.has_magic(source.path):
-        candidates = [Path(p) for p in glob.glob(source.path, recursive=True) if Path(p).is_file()]
-    elif root.is_file():
-        candidates = [root]
-    else:
-        raise SourceError(source.name, source.path, "no such file or folder", "set `path` to a folder or a glob")
-    files = sorted(p for p in candidates if p.name.endswith(READABLE_SUFFIXES))
+    files = [p for p in find_files(source.name, source.path) if p.name.endswith(READABLE_SUFFIXES)]
     if not files:
         raise SourceError(source.name, source.path, f"no log files ({', '.join(READABLE_SUFFIXES)}) found")
     return files

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Mapping
 
 import polars as pl
 
@@ -62,6 +64,25 @@ OPTIONAL_KEYS = ("customer", "useful_output_rule")
 
 DEFAULT_USEFUL_OUTPUT_RULE = "succeeded@v1"
 """The rule features without a ``features`` entry are counted with (see ``models.config.FeatureConfig``)."""
+
+
+USEFUL_MODES = ("succeeded", "accepted")
+_VERSIONED_RULE = re.compile(r"^(succeeded|accepted)(?:@v([1-9][0-9]*))?$")
+
+
+def useful_rules(useful_output: Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
+    """Feature → (mode, recorded rule) from ``"succeeded"``/``"accepted"``, optionally ``@vN``."""
+    rules: dict[str, tuple[str, str]] = {}
+    bad = {}
+    for feature, rule in (useful_output or {}).items():
+        match = _VERSIONED_RULE.match(rule)
+        if match is None:
+            bad[feature] = rule
+            continue
+        rules[feature] = (match[1], f"{match[1]}@v{match[2] or 1}")
+    if bad:
+        raise ValueError(f"useful_output must map features to one of {USEFUL_MODES} (optionally @vN), got {bad}")
+    return rules
 
 
 def useful_output_rule(rule: str, version: int) -> str:

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from connectors import connector
 from connectors.base import BillingPeriod, SourceError
-from connectors.request_logs import load, load_batches, useful_rules
+from connectors.request_logs import load, load_batches
 from models.config import RequestLogsTelemetry
-from models.usage import USAGE_KEYS, USAGE_MEASURES, hash_customer
+from models.usage import USAGE_KEYS, USAGE_MEASURES, hash_customer, useful_rules
 
 FIXTURES = Path(__file__).parent / "fixtures" / "request_logs"
 CSV = FIXTURES / "gateway-2025-03-01.csv"
