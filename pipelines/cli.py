@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import polars as pl
 import typer
@@ -23,6 +23,9 @@ from models.config import CogsConfig, ConfigError
 from models.period import BillingPeriod
 from pipelines.settings import CONFIG_ENV, DEFAULT_CONFIG, ensure_dagster_home, load_config
 from pipelines.warehouse import Warehouse
+
+if TYPE_CHECKING:  # the report stack (matplotlib, xlsxwriter) loads only for the commands that write one
+    from pipelines.report import Pack
 
 app = typer.Typer(
     help="inference-cogs: AI inference bills and telemetry → COGS per feature and per useful output.",
@@ -285,6 +288,10 @@ def report(
     pack = write_pack(wh, cfg, _month(month), pdf=pdf and cfg.reports.pdf)
     status = f"closed {pack.close.label}" if pack.close else "draft: not closed"
     console.print(f"close pack for {pack.month} ({status}; {pack.changed_lines} line(s) changed since closes):")
+    _print_pack(pack)
+
+
+def _print_pack(pack: Pack) -> None:
     for path in pack.files:
         console.print(f"  [bold]{path}[/]")
     if pack.pdf_note:
@@ -332,11 +339,7 @@ def _close_and_pack(cfg: CogsConfig, month: str, who: str, *, reclose: bool, pdf
     unreconciled = wh.read("SELECT source FROM v_reconciliation WHERE billing_period = :p AND difference <> 0", p=month)
     if unreconciled.height:
         err.print(f"[yellow]warning:[/] closed with unreconciled sources: {', '.join(unreconciled['source'])}")
-    pack = write_pack(wh, cfg, month, pdf=pdf and cfg.reports.pdf)
-    for path in pack.files:
-        console.print(f"  [bold]{path}[/]")
-    if pack.pdf_note:
-        err.print(f"[yellow]note:[/] {pack.pdf_note}")
+    _print_pack(write_pack(wh, cfg, month, pdf=pdf and cfg.reports.pdf))
 
 
 @app.command()
