@@ -776,13 +776,24 @@ class _Engine:
         """Each overhead rule's charges split by its weights for the charge's day (or unallocated)."""
         parts = []
         charges = charges.drop("feature", "environment")
+        daily = ["rule_id", "charge_date"]
+        # Rules weighted per day are split together, in one join: per rule, the fixed cost of the many
+        # small steps of a split outweighs the split itself at a day's worth of overhead charges.
+        by_day: list[tuple[pl.DataFrame, pl.DataFrame]] = []
         for (rule_id,), mine in sorted(charges.partition_by("rule_id", as_dict=True).items()):
             weights, keys = self._overhead_weights(str(rule_id), basis)
             if weights.is_empty():
                 parts.append(_finish(self._unallocated(mine, ":no_basis")))
+                continue
+            labelled = weights.with_columns(rule_id=pl.lit(rule_id).cast(LABEL))
+            if keys == daily:
+                by_day.append((mine, labelled))
             else:
-                labelled = weights.with_columns(rule_id=pl.lit(rule_id).cast(LABEL))
                 parts.extend(self._split_by(mine, labelled, keys, ":no_basis"))
+        if by_day:
+            mine = pl.concat([m for m, _ in by_day])
+            weights = pl.concat([w for _, w in by_day], how="vertical_relaxed")
+            parts.extend(self._split_by(mine, weights, daily, ":no_basis"))
         return parts
 
     def _overhead_weights(self, rule_id: str, basis: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
