@@ -282,7 +282,6 @@ CASES: dict[str, Case] = {
         ),
         NATIONAL_CURRENCY_ONLY,
         "focus_converters' anonymized legacy CUR CSV (Usage and Tax lines) via aws_cur_legacy",
-        gating=False,
     ),
     "gcp_billing": Case(
         fixture_build("gcp_billing_export", FIXTURES / "gcp" / "*-202509.jsonl", "2025-09"),
@@ -305,8 +304,6 @@ GATING = [name for name, case in CASES.items() if case.gating]
 # Not gating yet: what focus-validator 2.2.1 still finds in these connectors' output (rule: rows), to fix
 # in the connectors (or, where the source lacks the data, by narrowing the case's applicability criteria):
 PENDING = {
-    "aws_cur_legacy": "BillingAccountName-C-003-C, SubAccountName-C-005-C: 1,281 (the fixture has no account "
-    "names); PricingUnit/ConsumedUnit-C-003-O: 28 (`Obj-Month`)",
     "gcp_billing": "BillingAccountName-C-003-C: 14; SkuId-C-004-C, SkuMeter-C-005-C, SkuPriceId-C-005-C; "
     "EffectiveCost-C-005-C: 1 purchase; CommitmentDiscountQuantity-C-005-C; ChargeDescription-C-003-O; "
     "CapacityReservationStatus-C-003-C",
