@@ -287,7 +287,6 @@ CASES: dict[str, Case] = {
         fixture_build("gcp_billing_export", FIXTURES / "gcp" / "*-202509.jsonl", "2025-09"),
         NATIONAL_CURRENCY_ONLY,
         "Google Cloud detailed billing export rows (JSONL) via gcp_billing",
-        gating=False,
     ),
     "azure_cost_details": Case(
         azure_months,
@@ -304,9 +303,6 @@ GATING = [name for name, case in CASES.items() if case.gating]
 # Not gating yet: what focus-validator 2.2.1 still finds in these connectors' output (rule: rows), to fix
 # in the connectors (or, where the source lacks the data, by narrowing the case's applicability criteria):
 PENDING = {
-    "gcp_billing": "BillingAccountName-C-003-C: 14; SkuId-C-004-C, SkuMeter-C-005-C, SkuPriceId-C-005-C; "
-    "EffectiveCost-C-005-C: 1 purchase; CommitmentDiscountQuantity-C-005-C; ChargeDescription-C-003-O; "
-    "CapacityReservationStatus-C-003-C",
     "azure_cost_details": "EffectiveCost-C-005-C: 1 purchase; List/Contracted/PricingCurrencyListUnitPrice, SkuId, "
     "SkuPriceId-C-005-C; CommitmentDiscountQuantity-C-005-C; SkuMeter-C-005-C",
 }
