@@ -350,8 +350,13 @@ SERVICES: dict[str, tuple[str, str]] = {
 }
 OTHER_SERVICE = ("Other", "Other (Other)")
 
-# CUR pricing units → the FOCUS unit vocabulary (UnitFormat); others pass through unchanged.
-UNITS = {"Hrs": "Hours", "hours": "Hours", "GB-Mo": "GB-Months", "GB-Month": "GB-Months", "Hours": "Hours"}
+# CUR pricing units → the FOCUS unit vocabulary (UnitFormat); others pass through unchanged. ``Obj-Month``
+# (AWS Glue Data Catalog storage, objects stored per month) is a compound unit: FOCUS 1.2 UnitFormat
+# "<singular-base-unit>-<plural-time-units>" with a capitalized count noun → ``Object-Months``.
+UNITS = {
+    "Hrs": "Hours", "hours": "Hours", "GB-Mo": "GB-Months", "GB-Month": "GB-Months", "Hours": "Hours",
+    "Obj-Month": "Object-Months",
+}  # fmt: skip
 
 # Resource id prefixes of common EC2 resources → ResourceType.
 _ID_PREFIX_TYPES = {"i-": "Instance", "vol-": "Volume", "snap-": "Snapshot", "nat-": "NAT Gateway",

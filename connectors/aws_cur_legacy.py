@@ -23,6 +23,15 @@ the "Migrating from CUR to Data Exports CUR 2.0" page), tag and cost-category co
 sources and the quarantine are the same for both (see that module's table). Messages name the file's own
 header (``lineItem/UnblendedCost``).
 
+Account names: legacy CUR has no account name columns. "CUR 2.0 contains two additional columns:
+bill_payer_account_name and line_item_usage_account_name" ("Migrating from CUR to Data Exports CUR 2.0",
+docs.aws.amazon.com/cur/latest/userguide/dataexports-migrate.html). AWS accounts do have names, and FOCUS 1.2
+requires them where the provider supports naming ("BillingAccountName MUST NOT be null when the provider
+supports assigning a display name for the billing account", BillingAccountName-C-003-C; "SubAccountName MUST
+NOT be null when SubAccountId is not null", SubAccountName-C-005-C), so a line without a name is named by
+its account id (``bill/PayerAccountId``, ``lineItem/UsageAccountId``), as the reserved_capacity connector
+does; each fill is counted in ``repairs`` (``filled_missing:BillingAccountName`` / ``…:SubAccountName``).
+
 ``path`` is a report folder (``s3://bucket/prefix/report-name`` or a local copy of it), or plain CSV files:
 one file, a folder of ``.csv``/``.csv.gz`` files, or a local glob. Plain files may hold several months:
 the period's lines are kept and the others skipped (counted as ``rows_of_other_periods``).
@@ -35,7 +44,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -97,12 +106,31 @@ def load_batches(
                 source.name, location, path, period, dialect=LEGACY, batch_rows=batch_rows, only_period=plain
             ):
                 kept += result.stats.get("rows", 0)
-                yield result
+                yield _named_accounts(result)
     if plain and not kept:
         raise SourceError(
             source.name, source.path, f"no line item of billing period {period.key} in {len(files)} CSV file(s)",
             "plain CSV files must hold the period's lines (bill/BillingPeriodStartDate); check path",
         )  # fmt: skip
+
+
+# FOCUS name column → the id column that names the account when the CUR has no name for it.
+_NAME_FALLBACKS = {"BillingAccountName": "BillingAccountId", "SubAccountName": "SubAccountId"}
+
+
+def _named_accounts(result: LoadResult) -> LoadResult:
+    """Account names the legacy CUR does not carry, filled with the account ids (counted as repairs)."""
+    frame = result.frame
+    if frame.height == 0:
+        return result
+    repairs = dict(result.repairs)
+    for name, account_id in _NAME_FALLBACKS.items():
+        missing = pl.col(name).is_null() & pl.col(account_id).is_not_null()
+        filled = int(frame.select(missing.sum()).item())
+        if filled:
+            repairs[f"filled_missing:{name}"] = repairs.get(f"filled_missing:{name}", 0) + filled
+            frame = frame.with_columns(pl.when(missing).then(pl.col(account_id)).otherwise(pl.col(name)).alias(name))
+    return replace(result, frame=frame, repairs=repairs)
 
 
 def current_delivery(source: AwsCurLegacySource, period: BillingPeriod) -> Delivery | None:

@@ -58,6 +58,23 @@ written without their outer braces" (toolkit data dictionary), are wrapped; text
 quarantined.
 ``x_line_item_type`` is the ChargeType as written.
 
+What cost details lack and FOCUS 1.2 requires on Usage and Purchase rows (not corrections), filled as follows
+(fills of a missing value are counted in ``repairs``):
+- SkuPriceId: cost details carry no price id (the toolkit's convert.md: SkuPriceId "Not available"). A price in
+  the EA/MCA price sheet is selected by the product (ProductId / PartNumber), the meter (MeterId), the pricing
+  model and, for commitments, the term, so SkuPriceId = those values joined by ``:`` (e.g.
+  ``AAH-12345:b2f5f4c2-…:OnDemand``, ``AAH-RI-0001:Reservation:12``) (SkuPriceId-C-005-C).
+- SkuId: a Marketplace purchase has no ProductId/PartNumber: its ProductName (the offer and plan) is the SKU;
+  an UnusedSavingsPlan row has no product at all: the savings plan (``benefitId``) is the SKU it leaves unused
+  (SkuId-C-005-C). SkuId is null on Tax rows (SkuId-C-004-C). SkuMeter is MeterName, else (purchases have no
+  meter) the ProductName (SkuMeter-C-005-C "SHOULD NOT be null when SkuId is not null").
+- Unit prices: unused commitment rows are written with UnitPrice/PayGPrice 0 and that 0 is their price (their
+  cost is the commitment's, as AWS's unused rows), not "not available"; a commitment purchase has no PayGPrice,
+  so its ListUnitPrice (and PricingCurrencyListUnitPrice) is the fee's own UnitPrice (ListUnitPrice-C-005-C).
+- CommitmentDiscountQuantity of a commitment purchase (CommitmentDiscountQuantity-C-005-C), in the unit of its
+  usage rows: a reservation's Quantity × the hours it buys (a Recurring fee: the billing period's hours; a
+  one-time fee: ``Term`` months from the purchase date); a savings plan's cost in the pricing currency.
+
 ``source_total`` is the sum of the actual file's billing-currency cost column for the period, as written.
 Rows are kept when their billing period (``BillingPeriodStartDate``, else the month of ``Date``) is the
 period. A cost, quantity or price that isn't a decimal, or a date that isn't one, quarantines the row with
@@ -135,6 +152,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "product_name": ("productname", "product"),
     "product_id": ("productid",),
     "product_order_id": ("productorderid",),
+    "term": ("term",),
     "consumed_service": ("consumedservice",),
     "tags": ("tags",),
     "publisher_name": ("publishername",),
@@ -166,6 +184,7 @@ CHARGE_TYPES = {  # ChargeType (lower case) → (ChargeCategory, ChargeClass)
     "roundingadjustment": ("Adjustment", None),
 }
 UNUSED = ("unusedreservation", "unusedsavingsplan")
+FILLED = ("SkuId", "SkuMeter", "ListUnitPrice")  # FOCUS columns the cost details leave empty (see above)
 FREQUENCIES = {"onetime": "One-Time", "recurring": "Recurring", "usagebased": "Usage-Based"}
 PRICING_MODELS = {"ondemand": "Standard", "spot": "Dynamic", "reservation": "Committed", "savingsplan": "Committed"}
 _ARM_TYPE = re.compile(r"/providers/([^/]+)/([^/]+)/[^/]+((?:/[^/]+/[^/]+)*)", re.IGNORECASE)
@@ -313,9 +332,12 @@ def _cost_details(source: str, actual: list[Path], amortized: list[Path], period
         "actual_rows_without_amortized_row": _count(joined, pl.col("__only") == "actual_other"),
         "effective_cost_not_amortized_rows": 0 if amortized else _count(joined, _commitment_row()),
     }
-    repairs = {"tags_outer_braces_added": _count(rows, pl.col("__tags_wrapped"))}
+    repairs = {
+        "tags_outer_braces_added": _count(rows, pl.col("__tags_wrapped")),
+        **{f"filled_missing:{c}": _count(rows, pl.col(f"__filled_{c}")) for c in FILLED},
+    }
     return LoadResult(
-        frame=frame.drop("__tags_wrapped"),
+        frame=frame.drop("__tags_wrapped", *(f"__filled_{c}" for c in FILLED)),
         quarantine=quarantine,
         files=[str(p) for p in [*actual, *amortized]],
         source_total=_provider_total(billed.rows),
@@ -473,7 +495,7 @@ def _focus_rows(rows: pl.DataFrame, agreement: str) -> tuple[pl.DataFrame, pl.Da
         ).replace("", None)
     )
     rows = rows.with_columns(__tags_wrapped=pl.col("__tags_wrapped") & pl.col("__tags").is_not_null())
-    return rows.select(*_focus_columns(agreement), "__tags_wrapped"), reasons
+    return rows.select(*_focus_columns(agreement), "__tags_wrapped", *_filled()), reasons
 
 
 def _with_all_columns(rows: pl.DataFrame) -> pl.DataFrame:
@@ -530,7 +552,7 @@ def _focus_columns(agreement: str) -> list[pl.Expr]:
     priced = (pl.col("__category") != "Tax") & pl.col("unit_of_measure").is_not_null()
     pricing_quantity = pl.when(priced).then(pl.col("__quantity") / block)
     rate = pl.col("__exchange_rate").fill_null(1) if agreement == "MCA" else pl.lit(1).cast(MONEY)
-    list_price, contracted_price = _price("__payg_price") * rate, _price("__unit_price") * rate
+    list_price, contracted_price = _list_price() * rate, _price("__unit_price") * rate
     pricing_currency = pl.coalesce(pl.col("pricing_currency"), pl.col("currency"))
     effective_pricing = _effective_in_pricing_currency(effective, pricing_currency)
     fallback = pl.when(usage).then(effective).otherwise(billed)
@@ -558,7 +580,7 @@ def _focus_columns(agreement: str) -> list[pl.Expr]:
         pl.col("currency").alias("BillingCurrency"),
         pricing_currency.alias("PricingCurrency"),
         effective_pricing.alias("PricingCurrencyEffectiveCost"),
-        _price("__payg_price").cast(MONEY).alias("PricingCurrencyListUnitPrice"),
+        _list_price().cast(MONEY).alias("PricingCurrencyListUnitPrice"),
         _price("__unit_price").cast(MONEY).alias("PricingCurrencyContractedUnitPrice"),
         pl.col("__bps").alias("BillingPeriodStart"),
         _billing_period_end().alias("BillingPeriodEnd"),
@@ -585,10 +607,11 @@ def _focus_columns(agreement: str) -> list[pl.Expr]:
         pl.col("__service_name").alias("ServiceName"),
         pl.col("__service_category").alias("ServiceCategory"),
         pl.col("__service_subcategory").alias("ServiceSubcategory"),
-        pl.coalesce(pl.col("product_id"), pl.col("part_number")).alias("SkuId"),
-        pl.when(pl.coalesce(pl.col("product_id"), pl.col("part_number")).is_not_null())
-        .then(pl.col("meter_name"))
+        _sku_id().alias("SkuId"),
+        pl.when(_sku_id().is_not_null())
+        .then(pl.coalesce(pl.col("meter_name"), pl.col("product_name")))
         .alias("SkuMeter"),  # FOCUS: NULL when SkuId is
+        _sku_price_id().alias("SkuPriceId"),
         pl.col("subscription_id").alias("SubAccountId"),
         pl.col("subscription_name").alias("SubAccountName"),
         pl.when(pl.col("subscription_id").is_not_null()).then(pl.lit("Subscription")).alias("SubAccountType"),
@@ -604,9 +627,61 @@ def _focus_columns(agreement: str) -> list[pl.Expr]:
 
 
 def _price(name: str) -> pl.Expr:
-    """A unit price; 0 on a row that costs something means "not available" (FinOps toolkit known issue 1)."""
+    """A unit price; 0 on a row that costs something means "not available" (FinOps toolkit known issue 1),
+    except on unused commitment rows, whose 0 is their price (their cost is the commitment's)."""
     costs = (pl.col("__billed").fill_null(0) != 0) | (pl.col("__effective").fill_null(0) != 0)
-    return pl.when((pl.col(name) == 0) & costs).then(None).otherwise(pl.col(name))
+    unused = pl.col("__charge_type").str.to_lowercase().is_in(UNUSED)
+    return pl.when((pl.col(name) == 0) & costs & ~unused).then(None).otherwise(pl.col(name))
+
+
+def _commitment_purchase() -> pl.Expr:
+    return (pl.col("__charge_type").str.to_lowercase() == "purchase") & pl.col("__commitment").is_not_null()
+
+
+def _list_price() -> pl.Expr:
+    """PayGPrice; a commitment purchase has none, so the fee's own UnitPrice (see the module doc)."""
+    return (
+        pl.when(_commitment_purchase())
+        .then(pl.coalesce(_price("__payg_price"), _price("__unit_price")))
+        .otherwise(_price("__payg_price"))
+    )
+
+
+def _given_sku_id() -> pl.Expr:
+    return pl.coalesce(pl.col("product_id"), pl.col("part_number"))
+
+
+def _sku_id() -> pl.Expr:
+    """ProductId/PartNumber; a Marketplace purchase's ProductName; an unused savings plan's benefit; null on Tax."""
+    charge_type = pl.col("__charge_type").str.to_lowercase()
+    fallback = (
+        pl.when(charge_type.is_in(UNUSED))
+        .then(pl.col("__commitment"))
+        .when(charge_type.is_in(["usage", "purchase"]))
+        .then(pl.col("product_name"))
+    )
+    return pl.when(pl.col("__category") != "Tax").then(pl.coalesce(_given_sku_id(), fallback))
+
+
+def _sku_price_id() -> pl.Expr:
+    """The product, meter, pricing model and term that select the row's price (see the module doc)."""
+    parts = [_sku_id(), pl.col("meter_id"), pl.col("pricing_model"), pl.col("term")]
+    priced = pl.col("__category").is_in(["Usage", "Purchase"]) & _sku_id().is_not_null()
+    return pl.when(priced).then(pl.concat_str(parts, separator=":", ignore_nulls=True))
+
+
+def _filled() -> list[pl.Expr]:
+    """Flags of the values filled in because the cost details have none (counted in ``repairs``)."""
+    sku = _sku_id()
+    return [
+        (sku.is_not_null() & _given_sku_id().is_null()).fill_null(False).alias("__filled_SkuId"),
+        (sku.is_not_null() & pl.col("meter_name").is_null() & pl.col("product_name").is_not_null())
+        .fill_null(False)
+        .alias("__filled_SkuMeter"),
+        (_commitment_purchase() & _price("__payg_price").is_null() & _price("__unit_price").is_not_null())
+        .fill_null(False)
+        .alias("__filled_ListUnitPrice"),
+    ]
 
 
 def _effective_in_pricing_currency(effective: pl.Expr, pricing_currency: pl.Expr) -> pl.Expr:
@@ -665,11 +740,22 @@ def _commitment_columns(effective_pricing: pl.Expr, pricing_currency: pl.Expr) -
     )
     ratio = pl.col("additional_info").str.json_path_match("$.RINormalizationRatio").cast(MONEY, strict=False)
     applied = status.is_not_null()
+    purchase = has & (charge_type == "purchase")
+    recurring = pl.col("frequency").str.to_lowercase().str.replace_all(r"[ \-]", "") == "recurring"
+    period_hours = (_billing_period_end() - pl.col("__bps")).dt.total_hours()
+    term_months = pl.col("term").str.extract(r"(\d+)").cast(pl.Int64, strict=False)
+    term_end = pl.col("__date").dt.offset_by(pl.format("{}mo", term_months))
+    term_hours = (term_end - pl.col("__date")).dt.total_hours()
+    bought_hours = pl.when(recurring.fill_null(False)).then(period_hours).otherwise(term_hours)
     quantity = (
         pl.when(applied & (kind == "Reservation"))
         .then(pl.col("__quantity") * ratio.fill_null(1))
         .when(applied & (kind == "Savings Plan"))
         .then(effective_pricing)
+        .when(purchase & (kind == "Reservation"))
+        .then(pl.col("__quantity") * bought_hours.cast(MONEY))
+        .when(purchase & (kind == "Savings Plan"))
+        .then(pl.coalesce(pl.col("__cost_in_pricing_currency"), pl.col("__billed")))
     )
     pricing_unit = pl.col("__pricing_unit")
     reservation_unit = (

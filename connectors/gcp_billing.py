@@ -62,6 +62,23 @@ FOCUS choices (one export row → one FOCUS row, plus one Credit row per promoti
   ``/``, so no prefix can collide with a user key. A label with an empty value becomes ``true``.
 - ``compute.googleapis.com/reservation_name`` / ``is_unused_reservation`` system labels fill
   CapacityReservationId/Status.
+- SKU columns: SkuId = ``sku.id``, null on Tax rows (FOCUS 1.2 SkuId-C-004-C "SkuId MUST be null when
+  ChargeCategory is "Tax"", and SkuMeter likewise); SkuMeter = ``sku.description``, the SKU's "human-readable
+  description" of what it meters ("N2 Instance Core running in Americas"; SkuMeter-C-005-C "SHOULD NOT be
+  null when SkuId is not null"); SkuPriceId on Usage and Purchase rows = ``<billing_account_id>:<sku.id>:
+  <price.tier_start_amount>`` (tier 0 when absent), the three parts Google's FOCUS view template joins into
+  its SkuPriceId (a price is per billing account, SKU and tier; SkuPriceId-C-005-C).
+- BillingAccountName: the export has no billing account name (only ``billing_account_id``), while billing
+  accounts are named in the console, so BillingAccountName-C-003-C ("MUST NOT be null when the provider
+  supports assigning a display name") is met with the id, counted in ``repairs``. A row without
+  ``sku.description`` (``rounding_error`` rows have no SKU) gets ChargeDescription "Rounding error for
+  <service>" (ChargeDescription-C-003-O "SHOULD NOT be null"), also counted.
+- CommitmentDiscountQuantity/Unit (FOCUS 1.2 CommitmentDiscountQuantity-C-005-C: not null on Usage and
+  Purchase rows of a commitment): resource-based CUDs (Category Usage) in the row's pricing unit, the fee's
+  PricingQuantity (the committed amount of its charge period) and, on covered usage, the PricingQuantity
+  the CUD credit covers (quantity × |CUD credits| ÷ cost, at most the quantity); spend-based CUDs (Category
+  Spend) in the billing currency, the fee's cost and the |CUD credits| of covered usage (as Savings Plans are
+  in ``connectors.aws_cur2``).
 """
 
 from __future__ import annotations
@@ -105,6 +122,8 @@ CORRECTION_TYPES = ("USAGE_CORRECTION", "PRICE_CORRECTION", "METADATA_CORRECTION
 CORRECTION_MODES = ("PARTIAL_CORRECTION", "COMPLETE_NEGATION_WITH_REMONETIZATION", "COMPLETE_NEGATION")
 CREDIT_ADJUSTMENT_TYPES = ("GOODWILL", "SALES_BASED_GOODWILL", "SLA_VIOLATION")
 COMMITMENT_TYPE = "Committed Use Discount"
+# ChargeDescription of rows without a SKU description (rounding_error rows have no SKU): "<label> for <service>".
+COST_TYPE_LABELS = {"regular": "Charge", "tax": "Tax", "adjustment": "Adjustment", "rounding_error": "Rounding error"}
 RESERVATION_NAME = "compute.googleapis.com/reservation_name"
 RESERVATION_PROJECT = "compute.googleapis.com/reservation_project_id"
 RESERVATION_UNUSED = "compute.googleapis.com/is_unused_reservation"
@@ -220,17 +239,18 @@ UNITS = {
 }  # fmt: skip
 
 FOCUS_STRING_COLUMNS = (
-    "AvailabilityZone", "BillingAccountId", "BillingAccountType", "BillingCurrency", "CapacityReservationId",
-    "CapacityReservationStatus", "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargeFrequency",
-    "CommitmentDiscountCategory", "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus",
-    "CommitmentDiscountType", "ConsumedUnit", "InvoiceIssuerName", "PricingCategory", "PricingUnit", "ProviderName",
-    "PublisherName", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory",
-    "ServiceName", "ServiceSubcategory", "SkuId", "SubAccountId", "SubAccountName", "SubAccountType", "Tags",
-    "x_source_file", "x_source_line", "x_line_item_type",
+    "AvailabilityZone", "BillingAccountId", "BillingAccountName", "BillingAccountType", "BillingCurrency",
+    "CapacityReservationId", "CapacityReservationStatus", "ChargeCategory", "ChargeClass", "ChargeDescription",
+    "ChargeFrequency", "CommitmentDiscountCategory", "CommitmentDiscountId", "CommitmentDiscountName",
+    "CommitmentDiscountStatus", "CommitmentDiscountType", "CommitmentDiscountUnit", "ConsumedUnit",
+    "InvoiceIssuerName", "PricingCategory", "PricingUnit", "ProviderName", "PublisherName", "RegionId", "RegionName",
+    "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "ServiceSubcategory", "SkuId",
+    "SkuMeter", "SkuPriceId", "SubAccountId", "SubAccountName", "SubAccountType", "Tags", "x_source_file",
+    "x_source_line", "x_line_item_type",
 )  # fmt: skip
 FOCUS_MONEY_COLUMNS = (
-    "BilledCost", "ConsumedQuantity", "ContractedCost", "ContractedUnitPrice", "EffectiveCost", "ListCost",
-    "ListUnitPrice", "PricingQuantity",
+    "BilledCost", "CommitmentDiscountQuantity", "ConsumedQuantity", "ContractedCost", "ContractedUnitPrice",
+    "EffectiveCost", "ListCost", "ListUnitPrice", "PricingQuantity",
 )  # fmt: skip
 FOCUS_TIME_COLUMNS = ("BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart")
 OUTPUT_SCHEMA: dict[str, pl.DataType] = {
@@ -251,6 +271,7 @@ def load(source: GcpBillingExportSource, period: BillingPeriod) -> LoadResult:
         quarantine=pl.concat([r.quarantine for r in results], how="vertical"),
         files=sorted({f for r in results for f in r.files}),
         source_total=sum((r.source_total or Decimal(0) for r in results), Decimal(0)),
+        repairs=dict(sum((Counter(r.repairs) for r in results), Counter())),
         stats=dict(sum((Counter(r.stats) for r in results), Counter())),
     )
 
@@ -569,6 +590,7 @@ class RowMapper:
         problems: list[dict[str, str]] = []
         files: set[str] = set()
         stats: Counter[str] = Counter()
+        repairs: Counter[str] = Counter()
         total = Decimal(0)
         for raw in records:
             files.add(raw.file)
@@ -587,29 +609,37 @@ class RowMapper:
             if row.invoice_month != self.invoice_month:
                 stats["rows_other_invoice_months"] += 1
                 continue
-            rows.extend(self.focus_rows(row, raw.file, raw.line, stats))
+            rows.extend(self.focus_rows(row, raw.file, raw.line, stats, repairs))
         return LoadResult(
             frame=pl.DataFrame({c: [r.get(c) for r in rows] for c in OUTPUT_SCHEMA}, schema=OUTPUT_SCHEMA),
             quarantine=pl.DataFrame(problems, schema=QUARANTINE_SCHEMA),
             files=sorted(files),
             source_total=total,
+            repairs={k: v for k, v in repairs.items() if v},
             stats={k: v for k, v in stats.items() if v},
         )
 
-    def focus_rows(self, row: ExportRow, file: str, line: str, stats: Counter[str]) -> list[dict[str, Any]]:
+    def focus_rows(
+        self, row: ExportRow, file: str, line: str, stats: Counter[str], repairs: Counter[str] | None = None
+    ) -> list[dict[str, Any]]:
         """The FOCUS row of an export row, plus a Credit row per promotional credit."""
+        repairs = Counter() if repairs is None else repairs
         category = charge_category(row)
         charge_class = "Correction" if self._corrects_earlier_period(row) else None
         netted = [c for c in row.credits if c.type not in PAYMENT_CREDIT_TYPES]
         stats["unknown_credit_types"] += sum(1 for c in netted if c.type not in NETTED_CREDIT_TYPES)
         billed = row.cost + sum((c.amount for c in netted), Decimal(0))
         common = self._descriptive(row, file, line)
+        description = row.sku_description
+        if description is None:
+            description = f"{COST_TYPE_LABELS[row.cost_type]} for {row.service_description}"
+            repairs["filled_missing:ChargeDescription"] += 1
         main = {
             **common,
             "ChargeCategory": category,
             "ChargeClass": charge_class,
             "ChargeFrequency": {"Usage": "Usage-Based", "Purchase": "Recurring"}.get(category, "One-Time"),
-            "ChargeDescription": row.sku_description,
+            "ChargeDescription": description,
             "BilledCost": _q(billed),
             "EffectiveCost": _q(billed),
             "x_line_item_type": row.cost_type,
@@ -617,9 +647,12 @@ class RowMapper:
             **_commitment(row, category),
             **_capacity_reservation(row, category),
         }
+        if category == "Tax":  # FOCUS 1.2 SkuId-C-004-C: SkuId MUST be null when ChargeCategory is "Tax"
+            main["SkuId"] = main["SkuMeter"] = None
         if category == "Usage":
             main["ConsumedQuantity"] = _q(row.usage_amount)
             main["ConsumedUnit"] = _unit(row.usage_unit) if row.usage_amount is not None else None
+        main.update(_commitment_quantity(row, main))
         credit_rows = [
             {
                 **common,
@@ -636,6 +669,7 @@ class RowMapper:
             if c.type in PAYMENT_CREDIT_TYPES
         ]
         stats["credit_rows"] += len(credit_rows)
+        repairs["filled_missing:BillingAccountName"] += 1 + len(credit_rows)  # the export carries no name
         return [main, *credit_rows]
 
     def _corrects_earlier_period(self, row: ExportRow) -> bool:
@@ -648,6 +682,7 @@ class RowMapper:
         return {
             "AvailabilityZone": row.zone,
             "BillingAccountId": row.billing_account_id,
+            "BillingAccountName": row.billing_account_id,  # the export has no name (see the module doc)
             "BillingAccountType": "Billing Account",
             "BillingCurrency": row.currency,
             "BillingPeriodStart": self.period_start,
@@ -666,6 +701,7 @@ class RowMapper:
             "ServiceName": row.service_description,
             "ServiceSubcategory": subcategory,
             "SkuId": row.sku_id,
+            "SkuMeter": row.sku_description if row.sku_id else None,
             "SubAccountId": row.project_id,
             "SubAccountName": row.project_name if row.project_id else None,
             "SubAccountType": "Project" if row.project_id else None,
@@ -706,6 +742,7 @@ class RowMapper:
             "PricingQuantity": _q(quantity),
             "PricingUnit": _unit(unit) if quantity is not None else None,
             "PricingCategory": pricing_category(row),
+            "SkuPriceId": sku_price_id(row),
         }
 
 
@@ -754,6 +791,34 @@ def _commitment(row: ExportRow, category: str) -> dict[str, Any]:
         "CommitmentDiscountType": COMMITMENT_TYPE,
         "CommitmentDiscountStatus": "Used",
     }
+
+
+def sku_price_id(row: ExportRow) -> str | None:
+    """``<billing_account_id>:<sku.id>:<price.tier_start_amount>``: the price point (see the module doc)."""
+    if row.sku_id is None:
+        return None
+    tier = format((row.tier_start or Decimal(0)).normalize(), "f")
+    return f"{row.billing_account_id}:{row.sku_id}:{tier}"
+
+
+def _commitment_quantity(row: ExportRow, focus: dict[str, Any]) -> dict[str, Any]:
+    """CommitmentDiscountQuantity/Unit of a commitment's Usage or Purchase row (see the module doc)."""
+    category = focus.get("CommitmentDiscountCategory")
+    if focus.get("CommitmentDiscountId") is None or focus["ChargeCategory"] not in ("Usage", "Purchase"):
+        return {}
+    purchase = focus["ChargeCategory"] == "Purchase"
+    covered = abs(sum((c.amount for c in row.credits if c.type in CUD_CATEGORIES), Decimal(0)))
+    if category == "Spend":
+        return {
+            "CommitmentDiscountQuantity": _q(row.cost if purchase else covered),
+            "CommitmentDiscountUnit": row.currency,
+        }
+    quantity = focus.get("PricingQuantity")
+    if quantity is None:
+        return {}
+    if not purchase and row.cost > 0:
+        quantity = quantity * min(Decimal(1), covered / row.cost)
+    return {"CommitmentDiscountQuantity": _q(quantity), "CommitmentDiscountUnit": focus.get("PricingUnit")}
 
 
 def _capacity_reservation(row: ExportRow, category: str) -> dict[str, Any]:

@@ -29,7 +29,13 @@ So this module has three parts:
    (hours), ``unit_price``, ``currency`` (default USD), ``line_type`` (usage | tax | credit | adjustment,
    default usage). A date-only ``period_end`` is inclusive (the invoice's last day), a date-time one
    exclusive. A line whose period straddles months is split by time, with cumulative rounding so the
-   parts add back to the line exactly.
+   parts add back to the line exactly. BilledCost and EffectiveCost are the line's ``amount`` (the invoice
+   rounds it to cents); a usage line with ``quantity`` and ``unit_price`` has ListCost = ContractedCost =
+   unit price × hours (12 places), as FOCUS 1.2 defines them ("The product of ListUnitPrice and
+   PricingQuantity MUST match the ListCost", ListCost-C-009-C; ContractedUnitPrice-C-011-C likewise), so
+   ``2.4167 h × $2.49`` is ListCost 6.017583 beside BilledCost 6.02. Its SkuPriceId is the instance type
+   and the unit price in cents, as for the estimate (``gpu_1x_h100_pcie:249c``; FOCUS 1.2 SkuPriceId-C-005-C
+   "MUST NOT be null when ChargeCategory is "Usage""); without a unit price it stays null.
 
 How a row says it is an estimate (FOCUS has no column for it): ``x_line_item_type`` = ``Estimate`` (and
 ``Invoice`` for invoice lines), InvoiceId is null, and ChargeDescription starts with "Estimate:". Tags
@@ -561,7 +567,13 @@ def _invoice_row(source: LambdaCloudSource, period: BillingPeriod, line: _Invoic
     amount = month_share(line.amount, line.start, line.end, period)
     usage = line.category == "Usage"
     quantity = month_share(line.quantity, line.start, line.end, period) if usage and line.quantity is not None else None
+    priced = quantity is not None and line.unit_price is not None
+    # unit price × hours (FOCUS ListCost/ContractedCost), not the invoice's amount rounded to cents
+    list_cost = (line.unit_price * quantity).quantize(QUANTUM, ROUND_HALF_EVEN) if priced else amount
     instance_type, values = line.values.get("instance_type") or None, line.values
+    sku_price_id = None
+    if usage and instance_type and line.unit_price is not None:
+        sku_price_id = f"{instance_type}:{_cents(line.unit_price)}c"
     values_out = {
         **_base(source, period),
         "BillingCurrency": (values.get("currency") or "USD").upper(),
@@ -579,7 +591,7 @@ def _invoice_row(source: LambdaCloudSource, period: BillingPeriod, line: _Invoic
         "ResourceType": "Instance" if values.get("instance_id") else None,
         "SkuId": instance_type if usage else None,
         "SkuMeter": "Instance Hours" if usage and instance_type else None,
-        "SkuPriceId": None,
+        "SkuPriceId": sku_price_id,
         "SkuPriceDetails": None,
         "Tags": None,
         "x_source_file": line.file,
@@ -587,8 +599,8 @@ def _invoice_row(source: LambdaCloudSource, period: BillingPeriod, line: _Invoic
         "x_line_item_type": INVOICE,
         "BilledCost": amount,
         "EffectiveCost": amount,
-        "ListCost": amount,
-        "ContractedCost": amount,
+        "ListCost": list_cost,
+        "ContractedCost": list_cost,
         "ListUnitPrice": line.unit_price if quantity is not None else None,
         "ContractedUnitPrice": line.unit_price if quantity is not None else None,
         "ConsumedQuantity": quantity,
@@ -627,6 +639,11 @@ def _boundary(text: str, *, inclusive_end: bool) -> datetime | None:
         midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return midnight + timedelta(days=1) if inclusive_end else midnight
     return _datetime(text)
+
+
+def _cents(dollars: Decimal) -> str:
+    """A unit price in dollars as plain cents: 2.49 → ``249``, 1.10 → ``110``, 0.005 → ``0.5``."""
+    return format((dollars * 100).normalize(), "f")
 
 
 def _decimal(text: str | None) -> Decimal | None:

@@ -104,6 +104,18 @@ def test_sample_export_exact_totals() -> None:
     assert by_category.rows() == [("Tax", 12, Decimal("0.08")), ("Usage", 1269, Decimal("1.6023086974"))]
     assert frame["BillingCurrency"].unique().to_list() == ["USD"]
     assert frame["CommitmentDiscountId"].null_count() == 1281
+    # legacy CUR has no account name columns (CUR 2.0 added them): the ids name the accounts, counted
+    assert result.repairs == {"filled_missing:BillingAccountName": 1281, "filled_missing:SubAccountName": 1281}
+    assert frame.select("BillingAccountName", "SubAccountName").unique().rows() == [("123412340534", "123412340534")]
+
+
+def test_aws_pricing_units_in_the_focus_unit_format() -> None:
+    """FOCUS 1.2 UnitFormat (PricingUnit-C-003-O): AWS Glue's ``Obj-Month`` is the compound ``Object-Months``."""
+    frame = load(source(FIXTURE), PERIOD).frame
+    glue = frame.filter(pl.col("SkuMeter").str.ends_with("Catalog-Storage"))
+    assert glue.height == 28
+    assert glue.select("PricingUnit", "ConsumedUnit").unique().rows() == [("Object-Months", "Object-Months")]
+    assert "Obj-Month" not in set(frame["PricingUnit"].drop_nulls())
 
 
 def test_usage_and_tax_lines_map_right() -> None:

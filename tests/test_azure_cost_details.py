@@ -32,6 +32,10 @@ RI = (
     "/providers/Microsoft.Capacity/reservationOrders/4b7d2f3e-61aa-4e0c-9d6b-2f8e1c5a7b90"
     "/reservations/a3f1c2d4-77b8-4e9a-b0c1-d2e3f4a5b6c7"
 )
+SP = (
+    "/providers/Microsoft.BillingBenefits/savingsPlanOrders/9e8d7c6b-5a49-4382-b1a0-f9e8d7c6b5a4"
+    "/savingsPlans/0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f9"
+)
 
 
 def source(path: Path, amortized: Path | None = None) -> AzureCostDetailsSource:
@@ -60,7 +64,12 @@ def test_ea_actual_and_amortized_join_row_by_row() -> None:
     assert result.source_total == frame["BilledCost"].sum() == Decimal("1931.28425")
     assert frame["EffectiveCost"].sum() == Decimal("435.88425")
     assert result.stats == {"files": 2, "rows": 9, "rows_outside_period": 1}
-    assert result.repairs == {"tags_outer_braces_added": 4}
+    assert result.repairs == {
+        "tags_outer_braces_added": 4,
+        "filled_missing:SkuId": 2,  # the Marketplace purchase and the unused savings plan
+        "filled_missing:SkuMeter": 3,  # the two purchases and the unused savings plan have no meter
+        "filled_missing:ListUnitPrice": 1,  # the reservation's fee has no PayGPrice
+    }
     assert by_line_type(frame, ["ChargeCategory", "BilledCost", "EffectiveCost", "CommitmentDiscountStatus"]) == [
         ("Purchase", "Purchase", Decimal("1606"), Decimal(0), None),  # the reservation's monthly fee
         ("Purchase", "Purchase", Decimal("199"), Decimal("199"), None),  # a Marketplace plan: not a commitment
@@ -137,6 +146,7 @@ def test_ea_usage_row_in_full() -> None:
         "ServiceSubcategory": "Virtual Machines",
         "SkuId": "AAH-12345",
         "SkuMeter": "NC24ads A100 v4",
+        "SkuPriceId": "AAH-12345:b2f5f4c2-8f2d-4c9e-a1b0-3e4d5c6b7a81:Reservation:12",  # product:meter:model:term
         "SubAccountId": "8f2c1d4e-5b6a-4c3d-9e8f-1a2b3c4d5e6f",
         "SubAccountName": "lumen-inference-prod",
         "SubAccountType": "Subscription",
@@ -146,6 +156,33 @@ def test_ea_usage_row_in_full() -> None:
         "x_source_line": "line 3",
     }
     assert json.loads(row["Tags"]) == {"feature": "chat", "env": "prod"}
+
+
+def test_purchases_and_unused_commitment_get_what_focus_requires_on_usage_and_purchase_rows() -> None:
+    """FOCUS 1.2 SkuId/SkuPriceId/ListUnitPrice/ContractedUnitPrice-C-00x, SkuMeter-C-005-C and
+    CommitmentDiscountQuantity-C-005-C on the rows cost details leave them empty on."""
+    frame = azure.load(source(EA_ACTUAL, EA_AMORTIZED), JUNE).frame
+    columns = ["SkuId", "SkuMeter", "SkuPriceId", "ListUnitPrice", "ContractedUnitPrice", "ListCost",
+               "CommitmentDiscountQuantity", "CommitmentDiscountUnit"]  # fmt: skip
+    row = {t: frame.filter(pl.col("x_line_item_type") == t) for t in ("Purchase", "UnusedSavingsPlan")}
+    reservation_fee, marketplace = sorted(row["Purchase"].select(columns).rows(), key=lambda r: r[0])
+    assert reservation_fee == (
+        "AAH-RI-0001", "Reserved VM Instance, Standard_NC24ads_A100_v4, US East, 1 Year", "AAH-RI-0001:Reservation:12",
+        Decimal(1606), Decimal(1606), Decimal(1606),
+        Decimal(720), "Hours",  # a Recurring fee buys 1 instance for the 720 hours of June
+    )  # fmt: skip
+    assert marketplace == (
+        "Contoso Eval Suite - Team plan", "Contoso Eval Suite - Team plan", "Contoso Eval Suite - Team plan:OnDemand",
+        Decimal(199), Decimal(199), Decimal(199), None, None,
+    )  # fmt: skip
+    assert row["UnusedSavingsPlan"].select(columns).row(0) == (
+        SP, "Savings plan for compute, 1 year", f"{SP}:SavingsPlan",
+        Decimal(0), Decimal(0), Decimal(0),  # its cost is the savings plan's: priced at 0, as written
+        Decimal("1.544"), "USD",
+    )  # fmt: skip
+    priced = frame.filter(pl.col("ChargeCategory").is_in(["Usage", "Purchase"]))
+    for column in ("SkuId", "SkuPriceId", "ListUnitPrice", "ContractedUnitPrice", "PricingCurrencyListUnitPrice"):
+        assert priced[column].null_count() == 0, column
 
 
 def test_units_and_services_come_from_the_finops_toolkit_tables() -> None:

@@ -134,7 +134,10 @@ def test_committed_use_discount_columns() -> None:
         "CommitmentDiscountName": "Committed Usage Discount: RAM",
         "CommitmentDiscountStatus": "Used",
         "CommitmentDiscountType": "Committed Use Discount",
-    } | {k: None for k in ("CommitmentDiscountQuantity", "CommitmentDiscountUnit") if k in covered}
+        # FOCUS 1.2 CommitmentDiscountQuantity-C-005-C: the 32 GiB-hours the CUD credit covers (all of them)
+        "CommitmentDiscountQuantity": Decimal(32),
+        "CommitmentDiscountUnit": "GiB-Hours",
+    }
     assert covered["PricingCategory"] == "Committed"
 
     fee = by_line(frame, "3")
@@ -146,9 +149,30 @@ def test_committed_use_discount_columns() -> None:
     assert fee["CommitmentDiscountId"] == "f3a3b5de-8f4b-4a55-a9d1-7c4e3c0c6e21"  # subscription.instance_id
     assert (fee["CommitmentDiscountCategory"], fee["CommitmentDiscountStatus"]) == ("Usage", None)
     assert fee["ConsumedQuantity"] is None
+    # the committed amount of the fee's hour, in the resource's pricing unit
+    assert (fee["CommitmentDiscountQuantity"], fee["CommitmentDiscountUnit"]) == (Decimal(32), "GiB-Hours")
 
     plain = by_line(frame, "1")
     assert plain["CommitmentDiscountId"] is None and plain["CommitmentDiscountStatus"] is None
+    assert plain["CommitmentDiscountQuantity"] is None and plain["CommitmentDiscountUnit"] is None
+
+
+def test_sku_columns_account_name_and_descriptions_fill_what_focus_requires() -> None:
+    """FOCUS 1.2 SkuId-C-004-C, SkuMeter-C-005-C, SkuPriceId-C-005-C, BillingAccountName-C-003-C, ChargeDescription."""
+    result = gcp_billing.load(file_source(SEPTEMBER), BillingPeriod("2025-09"))
+    frame = result.frame
+    vm = by_line(frame, "12")
+    assert (vm["SkuId"], vm["SkuMeter"], vm["SkuPriceId"]) == (
+        "0D7C-5B66-9A6E", "Nvidia L4 GPU running in Americas", "01A2B3-C4D5E6-F7A8B9:0D7C-5B66-9A6E:0"
+    )  # fmt: skip
+    tax = by_line(frame, "6")  # the export gives tax the SKU "Tax": FOCUS wants no SKU on Tax rows
+    assert (tax["ChargeCategory"], tax["SkuId"], tax["SkuMeter"], tax["SkuPriceId"]) == ("Tax", None, None, None)
+    rounding = by_line(frame, "10")  # a rounding_error row has no SKU, so no description of its own
+    assert rounding["ChargeDescription"] == "Rounding error for Compute Engine"
+    priced = frame.filter(pl.col("ChargeCategory").is_in(["Usage", "Purchase"]))
+    assert priced["SkuPriceId"].null_count() == 0
+    assert frame["BillingAccountName"].unique().to_list() == ["01A2B3-C4D5E6-F7A8B9"]
+    assert result.repairs == {"filled_missing:BillingAccountName": 14, "filled_missing:ChargeDescription": 1}
 
 
 def test_labels_project_labels_system_labels_and_tags_become_one_flat_object() -> None:

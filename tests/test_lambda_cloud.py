@@ -219,8 +219,15 @@ def test_invoices_replace_the_estimate_where_they_cover(month_of_samples: Lambda
         # one day of the 7-day line that straddles June and July: 1/7 of $4,018.56 and of 168 hours
         ("INV-2025-0706", "Usage", Decimal("574.08"), Decimal(24), t(6, 30, 0, 0)),
     ]
-    assert result.source_total == Decimal("580.64") == frame["BilledCost"].sum()
+    assert result.source_total == Decimal("580.64") == frame["BilledCost"].sum() == frame["EffectiveCost"].sum()
     assert frame["ChargePeriodEnd"].to_list() == [t(6, 2, 0, 0)] * 3 + [t(7, 1, 0, 0)]
+    # FOCUS 1.2 ListCost-C-009-C: ListCost = ListUnitPrice × PricingQuantity, not the invoice amount in cents
+    assert frame.select("ListUnitPrice", "ListCost", "ContractedCost", "SkuPriceId").rows() == [
+        (Decimal("2.49"), Decimal("6.017583"), Decimal("6.017583"), "gpu_1x_h100_pcie:249c"),
+        (Decimal("1.10"), Decimal("0.055"), Decimal("0.055"), "gpu_1x_a10:110c"),
+        (None, Decimal("0.48"), Decimal("0.48"), None),
+        (Decimal("23.92"), Decimal("574.08"), Decimal("574.08"), "gpu_8x_h100_sxm5:2392c"),
+    ]
     tax = frame.filter(pl.col("ChargeCategory") == "Tax").row(0, named=True)
     assert (tax["ChargeFrequency"], tax["PricingUnit"], tax["SkuId"]) == ("One-Time", None, None)
     assert result.quarantine.rows() == [
