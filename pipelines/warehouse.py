@@ -54,6 +54,10 @@ class Warehouse(dg.ConfigurableResource):
     """Tables and views from ``sql/``; partition replace; polars frames in and out."""
 
     url: str = DEFAULT_WAREHOUSE_URL
+    # DuckDB's memory cap while a streamed load's transaction is open (its default is 80 % of RAM, and an
+    # uncommitted load keeps its inserted blocks cached up to it); "" keeps DuckDB's own. A memory_limit
+    # in the URL (``duckdb:///w.duckdb?memory_limit=4GB``) applies to every connection and wins.
+    load_memory_limit: str = "1GB"
 
     @property
     def engine(self) -> sa.Engine:
@@ -67,6 +71,25 @@ class Warehouse(dg.ConfigurableResource):
     def transaction(self) -> Iterator[sa.Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def load_transaction(self) -> Iterator[sa.Connection]:
+        """A transaction for a large load: all or nothing, as ``transaction``, in bounded memory on DuckDB."""
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            capped = (
+                self.dialect == "duckdb"
+                and bool(self.load_memory_limit)
+                and "memory_limit" not in sa.make_url(self.url).query
+            )
+            if capped:  # global to the database instance, which NullPool closes with this connection
+                raw.execute(f"SET memory_limit = '{self.load_memory_limit.replace(chr(39), '')}'")  # type: ignore[union-attr]
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if capped:
+                    raw.execute("RESET memory_limit")  # type: ignore[union-attr]
 
     def ensure_schema(self) -> None:
         """Create the tables (``sql/ddl``) and (re)create the analyst views (``sql/views``)."""
