@@ -54,10 +54,10 @@ class Warehouse(dg.ConfigurableResource):
     """Tables and views from ``sql/``; partition replace; polars frames in and out."""
 
     url: str = DEFAULT_WAREHOUSE_URL
-    # DuckDB's memory cap while a streamed load's transaction is open (its default is 80 % of RAM, and an
-    # uncommitted load keeps its inserted blocks cached up to it: at 10M CUR rows 512MB gave a lower peak and
-    # less CPU than 1GB); "" keeps DuckDB's own. A memory_limit
-    # in the URL (``duckdb:///w.duckdb?memory_limit=4GB``) applies to every connection and wins.
+    # DuckDB's memory cap while a streamed load's transaction is open: its default is 80 % of RAM, and an
+    # uncommitted load keeps its inserted blocks cached up to it (at 10M CUR rows, 512MB gave a lower peak and
+    # less CPU than 1GB). "" keeps DuckDB's own; a memory_limit in the URL
+    # (``duckdb:///w.duckdb?memory_limit=4GB``) applies to every connection and wins.
     load_memory_limit: str = "512MB"
     # DuckDB's threads while a load inserts: a streamed batch (50k rows) is less than one of its row groups,
     # so more threads only add overhead (1 thread: about a quarter less CPU for the same insert) while the
