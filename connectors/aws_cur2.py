@@ -134,7 +134,7 @@ from models.focus import MONEY, TIMESTAMP
 
 PROVIDER = "AWS"
 DEFAULT_ENTITY = "Amazon Web Services, Inc."
-BATCH_ROWS = 100_000  # rows per streamed batch: ~0.5 GB of working memory at CUR 2.0's width
+BATCH_ROWS = 50_000  # rows per streamed batch: ~0.5 GB of working memory at CUR 2.0's width (100k: ~1 GB)
 _PARSE_SCALE = 18  # read decimals wider than MONEY, then round half-even to MONEY_SCALE
 _CSV_BLOCK_BYTES = 16 << 20
 _EXACT_FLOAT_BOUND = 1000.0  # see _float_as_decimal
@@ -375,9 +375,10 @@ def load_batches(source: AwsCur2Source, period: BillingPeriod, batch_rows: int =
     """The same delivery, one ``LoadResult`` per ``batch_rows`` rows of each data file (bounded memory)."""
     export = Export.open(source)
     manifest_at, manifest = export.manifest(period)
+    tags = TagSets()  # one per load: the month's files share their tag sets
     for location in export.data_files(manifest_at, manifest, period):
         with export.store.local_copy(location, missing=_MISSING_DATA_FILE) as path:
-            yield from map_file(source.name, location, path, period, batch_rows=batch_rows)
+            yield from map_file(source.name, location, path, period, batch_rows=batch_rows, tags=tags)
 
 
 def load_file_batches(
@@ -719,9 +720,11 @@ def map_file(
     dialect: Dialect = CUR2,
     batch_rows: int = BATCH_ROWS,
     only_period: bool = False,
+    tags: TagSets | None = None,
 ) -> Iterator[LoadResult]:
     """Stream one data file through the mapping. ``only_period`` keeps the period's lines and skips the
-    others (files that hold several months); otherwise lines of another period are quarantined."""
+    others (files that hold several months); otherwise lines of another period are quarantined. ``tags``
+    shares the built Tags across the files of one load."""
     data = open_data_file(source, location, path, dialect, batch_rows)
     present = dialect.present(data.header)
     spell = _Speller(dialect, data.header)
@@ -732,10 +735,11 @@ def map_file(
     first_stats = {"files": 1, **({"unknown_columns": len(unknown)} if unknown else {})}
     first_stats |= {f"unknown_column:{c}": 1 for c in unknown}
     line, first = data.first_line, True
+    tags = TagSets() if tags is None else tags
     for raw in data.batches:
         table = dialect.prepare(raw, data.header)
         _check_line_type_columns(source, location, dialect, table, present, spell)
-        result = map_batch(table, location, line, period, spell, only_period=only_period)
+        result = map_batch(table, location, line, period, spell, only_period=only_period, tags=tags)
         line += raw.height
         if first:
             result.files, result.stats = [location], first_stats | result.stats
@@ -787,6 +791,7 @@ def map_batch(
     spell: Callable[[str], str] = str,
     *,
     only_period: bool = False,
+    tags: TagSets | None = None,
 ) -> LoadResult:
     """Raw CUR 2.0 columns of some rows → FOCUS rows, quarantine, the provider total and stats."""
     raw = normalize(table, location, first_line)
@@ -795,7 +800,7 @@ def map_batch(
         in_period = pl.col("bill_billing_period_start_date") == pl.lit(period.start, dtype=TIMESTAMP)
         kept = raw.filter(in_period.fill_null(True))  # a line without a period is quarantined, not skipped
         skipped, raw = raw.height - kept.height, kept
-    frame, quarantine, folded = to_focus(raw, period, spell)
+    frame, quarantine, folded = to_focus(raw, period, spell, tags)
     stats = {"rows": raw.height, "quarantined": quarantine.height}
     stats |= {"savings_plan_negations_folded": folded} if folded else {}
     stats |= {"rows_of_other_periods": skipped} if skipped else {}
@@ -920,25 +925,29 @@ def _json_object_entries(text: pl.Expr) -> pl.Expr:
 
 
 def to_focus(
-    raw: pl.DataFrame, period: BillingPeriod, spell: Callable[[str], str] = str
+    raw: pl.DataFrame, period: BillingPeriod, spell: Callable[[str], str] = str, tags: TagSets | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Map normalized lines to FOCUS rows. Returns the rows, the quarantined lines (with their reason),
     and how many Savings Plan negations were folded into their covered usage."""
     checks = _checks(period, spell)
-    flagged = raw.with_columns(pl.any_horizontal(c for c, _ in checks).alias("_bad"))
-    bad = flagged.filter(pl.col("_bad"))  # reasons are text: built for the few bad lines only
-    reason = pl.when(checks[0][0]).then(checks[0][1])
-    for condition, text in checks[1:]:
-        reason = reason.when(condition).then(text)
-    quarantine = bad.select(
-        pl.col("x_source_file").alias("file"), pl.col("x_source_line").alias("line"), reason.alias("reason")
-    )
+    bad_line = pl.any_horizontal(c for c, _ in checks)
+    quarantine = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    good = raw
+    if raw.select(bad_line.any()).item():  # usually not: then the two filters would copy every column for nothing
+        flagged = raw.with_columns(bad_line.alias("_bad"))
+        reason = pl.when(checks[0][0]).then(checks[0][1])
+        for condition, text in checks[1:]:
+            reason = reason.when(condition).then(text)
+        bad = flagged.filter(pl.col("_bad"))  # reasons are text: built for the few bad lines only
+        quarantine = bad.select(
+            pl.col("x_source_file").alias("file"), pl.col("x_source_line").alias("line"), reason.alias("reason")
+        ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+        good = flagged.filter(~pl.col("_bad")).drop("_bad")
     # Known types only from here: an enum makes the many type tests integer comparisons.
-    good = flagged.filter(~pl.col("_bad")).drop("_bad")
     good = good.with_columns(pl.col("line_item_line_item_type").cast(pl.Enum(KNOWN_LINE_ITEM_TYPES)))
     negation = pl.col("line_item_line_item_type") == NEGATION
     folded = int(good.select(negation.sum()).item() or 0)
-    return _focus_rows(good.filter(~negation)), quarantine.cast(QUARANTINE_SCHEMA), folded  # type: ignore[arg-type]
+    return _focus_rows(good.filter(~negation) if folded else good, tags), quarantine, folded
 
 
 def _checks(period: BillingPeriod, spell: Callable[[str], str]) -> list[tuple[pl.Expr, pl.Expr]]:
@@ -977,8 +986,8 @@ def _checks(period: BillingPeriod, spell: Callable[[str], str]) -> list[tuple[pl
     ]
 
 
-def _focus_rows(lines: pl.DataFrame) -> pl.DataFrame:
-    frame = _with_costs_and_quantities(lines)
+def _focus_rows(lines: pl.DataFrame, tags: TagSets | None = None) -> pl.DataFrame:
+    frame = _with_tags(_with_costs_and_quantities(lines), TagSets() if tags is None else tags)
     focus = frame.select(
         *_focus_columns(), _unused_effective_cost().alias("_unused"), _unused_quantity().alias("_unused_qty")
     )
@@ -1035,8 +1044,7 @@ def _with_costs_and_quantities(lines: pl.DataFrame) -> pl.DataFrame:
         _commitment_status().alias("CommitmentDiscountStatus"),
         _commitment_quantity().alias("CommitmentDiscountQuantity"),
     )
-    frame = frame.with_columns(_list_cost().alias("ListCost"), _commitment_unit().alias("CommitmentDiscountUnit"))
-    return _with_tags(frame)
+    return frame.with_columns(_list_cost().alias("ListCost"), _commitment_unit().alias("CommitmentDiscountUnit"))
 
 
 def _focus_columns() -> list[pl.Expr]:
@@ -1454,13 +1462,44 @@ def _tag_entries(column: str, prefix: str | None) -> pl.Expr:
     )
 
 
-def _with_tags(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add ``Tags`` and the ``Name`` tag, computed once per distinct tag set (lines repeat them a lot)."""
-    tag_set = pl.struct("resource_tags", "cost_category").struct.json_encode().alias("_tag_set")
-    keyed = frame.with_columns(tag_set)
-    sets = keyed.select("_tag_set", "resource_tags", "cost_category").unique("_tag_set")
-    tagged = sets.select("_tag_set", _name_tag().alias("_tag_name")).with_columns(Tags=_tags_json(sets))
-    return keyed.join(tagged, on="_tag_set", how="left", maintain_order="left").drop("_tag_set")
+_TAG_COLUMNS = ["resource_tags", "cost_category"]
+
+
+class TagSets:
+    """``Tags`` and the ``Name`` tag of each distinct (``resource_tags``, ``cost_category``) pair seen so far.
+
+    Lines repeat their resource's tags every hour of the month, so one load builds each set's JSON once
+    instead of once per batch. Sets are matched on their entries themselves (exact, no hash).
+    """
+
+    max_sets = 1_000_000  # then start over: memory stays bounded whatever the number of distinct sets
+
+    def __init__(self) -> None:
+        schema = {"_tag_name": pl.String, "Tags": pl.String, "_known": pl.Boolean}
+        self.known = pl.DataFrame(schema={"resource_tags": KEY_VALUE, "cost_category": KEY_VALUE, **schema})
+
+    def add_to(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with ``Tags`` and ``_tag_name`` joined on its tag sets (building the new ones)."""
+        sets = frame.select(_TAG_COLUMNS)
+        found = self._lookup(sets)
+        unknown = found.get_column("_known").is_null()
+        if unknown.any():  # most batches after the first few only repeat known sets: one join, no unique
+            new = sets.filter(unknown).unique()
+            if self.known.height + new.height > self.max_sets:
+                self.known = self.known.clear()
+                new = sets.unique()
+            built = new.with_columns(_name_tag().alias("_tag_name"), Tags=_tags_json(new), _known=pl.lit(True))
+            self.known = pl.concat([self.known, built], rechunk=True)
+            found = self._lookup(sets)
+        return frame.with_columns(found.get_column("_tag_name"), found.get_column("Tags"))
+
+    def _lookup(self, sets: pl.DataFrame) -> pl.DataFrame:
+        return sets.join(self.known, on=_TAG_COLUMNS, how="left", maintain_order="left", nulls_equal=True)
+
+
+def _with_tags(frame: pl.DataFrame, tags: TagSets) -> pl.DataFrame:
+    """Add ``Tags`` and the ``Name`` tag, built once per distinct tag set (lines repeat them a lot)."""
+    return tags.add_to(frame)
 
 
 def _tags_json(sets: pl.DataFrame) -> pl.Series:

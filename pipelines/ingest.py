@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import queue
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import ModuleType
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -20,6 +23,9 @@ from models.config import CogsConfig
 from models.focus import CHARGE_CATEGORIES, MONEY, conform, null_violations
 from models.usage import INFERENCE_USAGE_SCHEMA
 from pipelines.warehouse import Warehouse
+
+T = TypeVar("T")
+_DONE = object()  # the worker's last message: no more items
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,55 @@ def _batches(module: ModuleType, source: object, period: BillingPeriod, **kwargs
         yield module.load(source, period, **kwargs)
 
 
+def _in_worker(items: Callable[[], Iterator[T]], ahead: int = 1) -> Iterator[T]:
+    """Iterate ``items()`` in a worker thread, at most ``ahead`` items in front of the caller.
+
+    Mapping a batch (polars) and inserting the previous one (the database) both release the GIL, so on
+    several cores the load takes about the longer of the two instead of their sum; memory grows by ``ahead``
+    batches. The worker's exception is raised here; if the caller stops early, the worker stops too and
+    closes its generator (temporary copies of source files are removed).
+    """
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def send(message: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        iterator = items()
+        try:
+            for item in iterator:
+                if not send((False, item)):
+                    return
+            send((False, _DONE))
+        except BaseException as exc:  # raised again in the caller's thread
+            send((True, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=work, name="ingest-map", daemon=True)
+    worker.start()
+    try:
+        while True:
+            failed, item = handoff.get()
+            if failed:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 @dataclass
 class _Totals:
     rows: int = 0
@@ -156,14 +211,22 @@ def ingest(warehouse: Warehouse, config: CogsConfig, name: str, period_key: str)
         else ("focus_costs", {"x_source": name, "x_billing_period": period_key})
     )
     kwargs = _connector_arguments(module, warehouse, config, period_key)
-    totals = _Totals()
-    with warehouse.transaction() as conn:
-        warehouse.delete(table, where, conn)
+
+    def mapped() -> Iterator[tuple[LoadResult, pl.DataFrame]]:
+        offset = 0
         for result in _batches(module, source, period, **kwargs):
             if usage:
                 rows = _usage_rows(name, period_key, batch_id, result.frame)
             else:
-                rows = _focus_rows(name, source.type, period_key, batch_id, result.frame, offset=totals.rows)
+                rows = _focus_rows(name, source.type, period_key, batch_id, result.frame, offset=offset)
+            offset += rows.height
+            yield result, rows
+
+    totals = _Totals()
+    with warehouse.load_transaction() as conn:
+        warehouse.delete(table, where, conn)
+        # The next batch is mapped while this one is inserted; still one transaction: all or nothing.
+        for result, rows in _in_worker(mapped):
             warehouse.insert(table, rows, conn)
             totals.add(result, rows)
         if len(totals.currencies) > 1:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.aws_cur2 import load, load_batches, load_file_batches, normalize
+from connectors.aws_cur2 import TagSets, load, load_batches, load_file_batches, normalize
 from connectors.base import BillingPeriod, LoadResult, SourceError
 from models.config import AwsCur2Source, CogsConfig, parse_config
 from models.focus import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, MONEY_SCALE, SERVICE_CATEGORIES
@@ -524,6 +524,18 @@ def test_streaming_batches_are_bounded_and_add_up(export: Path) -> None:
     streamed = pl.concat([b.frame for b in batches]).sort(key)
     assert streamed.equals(pl.concat([b.frame for b in whole]).sort(key))
     assert load(source(export), PERIOD).frame.sort(key).equals(streamed)
+
+
+def test_tags_built_once_per_load_match_per_batch_tags(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tags are cached across the batches and files of a load; a cache that starts over gives the same rows."""
+    key = ["x_source_file", "x_source_line", "ChargeCategory"]
+    whole = load(source(export), PERIOD).frame.sort(key)
+    one_by_one = pl.concat([b.frame for b in load_batches(source(export), PERIOD, batch_rows=1)]).sort(key)
+    assert one_by_one.equals(whole)
+    monkeypatch.setattr(TagSets, "max_sets", 2)  # every batch with a new set drops the cache
+    small_cache = pl.concat([b.frame for b in load_batches(source(export), PERIOD, batch_rows=3)]).sort(key)
+    assert small_cache.equals(whole)
+    assert whole["Tags"].null_count() < whole.height  # the fixture does have tags
 
 
 def test_one_file_streams_without_an_export(export: Path) -> None:

@@ -14,10 +14,11 @@ import pytest
 from connectors import MODULES
 from connectors.base import BillingPeriod, LoadResult, SourceError
 from models.config import parse_config
-from pipelines.ingest import ingest
-from pipelines.warehouse import Warehouse
+from pipelines.ingest import _in_worker, ingest
+from pipelines.warehouse import Warehouse, WarehouseError
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
+closed: list[bool] = []  # one entry each time the fake connector's generator finished or was closed
 
 
 def focus_batch(costs: list[str], currency: str = "USD") -> pl.DataFrame:
@@ -49,12 +50,16 @@ def focus_batch(costs: list[str], currency: str = "USD") -> pl.DataFrame:
 def streaming_connector(monkeypatch: pytest.MonkeyPatch) -> list[LoadResult | Exception]:
     """A fake connector module, registered as type focus_file, that yields the scripted batches."""
     script: list[LoadResult | Exception] = []
+    closed.clear()
 
     def load_batches(source: object, period: BillingPeriod) -> Iterator[LoadResult]:
-        for item in script:
-            if isinstance(item, Exception):
-                raise item
-            yield item
+        try:
+            for item in script:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            closed.append(True)  # the connector's clean-up ran (temporary copies of source files)
 
     module = types.ModuleType("fake_streaming")
     module.load_batches = load_batches  # type: ignore[attr-defined]
@@ -117,3 +122,42 @@ def test_too_many_quarantined_rows_fail_the_load(
     with pytest.raises(SourceError, match=r"f.csv: 2 of 12 rows could not be parsed .*line 7: BilledCost 'n/a'"):
         ingest(warehouse, CONFIG, "cloud", "2026-10")
     assert totals(warehouse) == (0, None)
+
+
+def test_a_failing_insert_stops_the_mapping_and_rolls_back(
+    warehouse: Warehouse, streaming_connector: list[LoadResult | Exception], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are mapped in a worker while the previous one is inserted: a refused insert stops the worker,
+    the connector is closed and the previous load stays."""
+    streaming_connector.append(LoadResult(focus_batch(["5"]), source_total=Decimal(5)))
+    ingest(warehouse, CONFIG, "cloud", "2026-10")
+    streaming_connector[:] = [LoadResult(focus_batch([str(n)]), source_total=Decimal(n)) for n in range(1, 50)]
+    inserted: list[int] = []
+    real_insert = Warehouse.insert
+
+    def insert_twice(self: Warehouse, table: str, frame: pl.DataFrame, conn: object) -> int:
+        if len(inserted) == 2:
+            raise WarehouseError("disk full")
+        inserted.append(frame.height)
+        return real_insert(self, table, frame, conn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Warehouse, "insert", insert_twice)
+    closed.clear()
+    with pytest.raises(WarehouseError, match="disk full"):
+        ingest(warehouse, CONFIG, "cloud", "2026-10")
+    assert closed == [True]  # stopped early and closed, not run to the end of the 49 batches
+    monkeypatch.undo()
+    assert totals(warehouse) == (1, Decimal(5))
+
+
+def test_in_worker_keeps_order_and_raises_the_workers_error() -> None:
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("bad batch")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="bad batch"):
+        for item in _in_worker(items):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+    assert list(_in_worker(lambda: iter(range(3)), ahead=2)) == [0, 1, 2]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -68,3 +69,37 @@ def test_read_keeps_types_and_timezone(warehouse: Warehouse) -> None:
     frame = warehouse.read("SELECT hour, gpu_seconds FROM inference_usage WHERE source = :s", s="otel")
     assert frame["hour"][0] == datetime(2026, 10, 1, tzinfo=UTC)
     assert frame["gpu_seconds"][0] == Decimal("1.5")
+
+
+def setting(conn: object, name: str) -> object:
+    return conn.connection.driver_connection.execute(f"SELECT current_setting('{name}')").fetchone()[0]  # type: ignore[attr-defined]
+
+
+def memory_limit(conn: object) -> str:
+    return str(setting(conn, "memory_limit"))
+
+
+def test_a_load_caps_duckdbs_memory_only_while_it_runs(tmp_path: Path) -> None:
+    wh = Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}", load_memory_limit="512MB", load_threads=1)
+    wh.ensure_schema()
+    with wh.engine.connect() as other:  # the same DuckDB instance: the setting is global to it
+        default, threads = memory_limit(other), setting(other, "threads")
+        with wh.load_transaction() as conn:
+            assert memory_limit(conn) == memory_limit(other) == "488.2 MiB"  # DuckDB shows 512 MB in MiB
+            assert setting(conn, "threads") == 1
+            wh.replace("inference_usage", {"source": "otel", "billing_period": "2026-10"}, usage_rows("otel", 1), conn)
+        assert memory_limit(other) == default != "488.2 MiB"
+        assert setting(other, "threads") == threads
+    url_wins = Warehouse(url=f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=256MB", load_memory_limit="512MB")
+    with url_wins.load_transaction() as conn:
+        assert memory_limit(conn) == "244.1 MiB"
+
+
+def test_a_load_transaction_is_all_or_nothing(warehouse: Warehouse) -> None:
+    where = {"source": "otel", "billing_period": "2026-10"}
+    warehouse.replace("inference_usage", where, usage_rows("otel", 3))
+    with pytest.raises(WarehouseError), warehouse.load_transaction() as conn:
+        warehouse.delete("inference_usage", where, conn)
+        warehouse.insert("inference_usage", usage_rows("otel", 2), conn)
+        warehouse.insert("inference_usage", usage_rows("otel", 1).with_columns(feature=pl.lit(None, pl.String)), conn)
+    assert warehouse.read("SELECT SUM(requests) AS r FROM inference_usage")["r"][0] == 6
