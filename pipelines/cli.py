@@ -483,7 +483,9 @@ def demo(
     month: MonthOption = None,
     seed: Annotated[int, typer.Option(help="random seed of the generated company")] = 7,
     directory: Annotated[Path, typer.Option("--dir", help="where to write the sample exports")] = DEMO_DIR,
-    warehouse: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: DuckDB under .cogs/)")] = None,
+    warehouse: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: <dir>/warehouse.duckdb, rebuilt each run)")
+    ] = None,
 ) -> None:
     """Generate a month of provider exports and telemetry for a fictional AI company, run everything, summarize.
 
