@@ -366,14 +366,64 @@ def _tag_column(key: str) -> str:
     return f"_tag:{key}"
 
 
-def _with_tags(charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Add one column per tag key (its value, null when absent or empty), parsing each distinct Tags once."""
+def _tag_only(m: ChargeMatch) -> bool:
+    """Whether ``m`` reads nothing but tags (its answer is the same for every row with the same Tags)."""
+    return bool(m.tags) and m.model_copy(update={"tags": {}}).is_empty()
+
+
+def _tag_runs(config: AllocationConfig) -> list[list[int]]:
+    """Runs of consecutive rule indices (``RuleOrder.ids``) decided by the Tags value alone.
+
+    The feature tag rules and rules matching only tags: within a run, the first that holds is found
+    once per distinct Tags value, not row by row.
+    """
+    order = RuleOrder.of(config)
+    decided = list(range(1, order.first_direct))
+    others = [*config.direct, *config.pools, *config.overhead]
+    decided += [order.first_direct + i for i, r in enumerate(others) if _tag_only(r.charges)]
+    runs: list[list[int]] = []
+    for i in decided:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _run_column(run: list[int]) -> str:
+    return f"_run:{run[0]}"
+
+
+def _with_tags(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
+    """Add what the rules read from Tags, each distinct Tags value parsed and checked once.
+
+    ``_ftag``/``_etag``: the first feature/environment tag value present; one ``_run:<i>`` per run of
+    ``_tag_runs`` (the first of its rules that holds, null when none); and ``_tag:<key>`` (value, null
+    when absent or empty) for the keys that rules mixing tags with other conditions read row by row.
+    """
+    keys = _tag_keys(config)
     if not keys:
         return charges
+    order = RuleOrder.of(config)
+    others = [*config.direct, *config.pools, *config.overhead]
+    rules = {order.first_direct + i: r for i, r in enumerate(others)}
     distinct = charges.select(pl.col("Tags").drop_nulls().unique())
     values = distinct.with_columns(
         pl.col("Tags").str.json_path_match(f"$['{k}']").alias(_tag_column(k)) for k in keys
     ).with_columns(pl.when(pl.col(_tag_column(k)) != "").then(pl.col(_tag_column(k))) for k in keys)
+    tag_value, tag_index = _first_tag(config.feature_tag_keys)
+    env_tag, _ = _first_tag(config.environment_tag_keys)
+    derived = [tag_value.alias("_ftag"), env_tag.alias("_etag")]
+    for run in _tag_runs(config):
+        index = pl.lit(None, pl.Int32)
+        for i in reversed(run):
+            tag_rule = i < order.first_direct
+            holds = (tag_index == i - 1).fill_null(False) if tag_rule else charge_matches(rules[i].charges)
+            index = pl.when(holds).then(pl.lit(i, pl.Int32)).otherwise(index)
+        derived.append(index.alias(_run_column(run)))
+    mixed = [m.tags for m in (r.charges for r in others) if m.tags and not _tag_only(m)]
+    read = [_tag_column(k) for k in keys if any(k in tags for tags in mixed)]
+    values = values.select("Tags", *derived, *read)
     return charges.join(values, on="Tags", how="left", maintain_order="left")
 
 
@@ -460,17 +510,24 @@ class RuleOrder:
 
 def classify(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
     """Add ``rule_id``/``rule_index`` (the rule that takes each charge) and ``feature``/``environment`` where named."""
-    framed = _with_tags(charges, _tag_keys(config))
-    tag_value, tag_index = _first_tag(config.feature_tag_keys)
-    env_tag, _ = _first_tag(config.environment_tag_keys)
+    tagged = bool(_tag_keys(config))
+    framed = _with_tags(charges, config)
+    tag_value = pl.col("_ftag") if tagged else pl.lit(None, pl.String)
+    env_tag = pl.col("_etag") if tagged else pl.lit(None, pl.String)
     others = [*config.direct, *config.pools, *config.overhead]
     order = RuleOrder.of(config)
     rule_ids, first_other = order.ids, order.first_direct
+    runs = {run[0]: run for run in _tag_runs(config)} if tagged else {}
+    decided = {i for run in runs.values() for i in run}
     unused = (pl.col("CommitmentDiscountStatus") == "Unused").fill_null(False)
-    index = pl.when(unused).then(pl.lit(0, pl.Int32)).when(tag_index.is_not_null()).then(tag_index + 1)
-    for i, rule in enumerate(others):
-        index = index.when(charge_matches(rule.charges)).then(pl.lit(first_other + i, pl.Int32))
-    index = index.otherwise(pl.lit(len(rule_ids) - 1, pl.Int32))
+    index = pl.when(unused).then(pl.lit(0, pl.Int32))
+    for i in range(1, order.unmatched):
+        if i in runs:
+            found = pl.col(_run_column(runs[i]))
+            index = index.when(found.is_not_null()).then(found)
+        elif i not in decided:
+            index = index.when(charge_matches(others[i - first_other].charges)).then(pl.lit(i, pl.Int32))
+    index = index.otherwise(pl.lit(order.unmatched, pl.Int32))
     direct = {first_other + i: r for i, r in enumerate(config.direct)}
     is_tag = (pl.col("_rule") >= 1) & (pl.col("_rule") < first_other)
     by_direct = {i: r.feature for i, r in direct.items()}
@@ -482,7 +539,8 @@ def classify(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
         feature=pl.when(is_tag).then(tag_value).otherwise(_lookup(pl.col("_rule"), by_direct, None)),
         environment=pl.when(named).then(pl.coalesce(_lookup(pl.col("_rule"), env_direct, None), env_tag)),
     )
-    return classified.rename({"_rule": "rule_index"}).drop(c for c in classified.columns if c.startswith("_tag:"))
+    added = [c for c in classified.columns if c.startswith(("_tag:", "_run:")) or c in ("_ftag", "_etag")]
+    return classified.rename({"_rule": "rule_index"}).drop(added)
 
 
 # --- classification COGS / R&D / OpEx ------------------------------------------------------------------

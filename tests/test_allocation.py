@@ -438,3 +438,33 @@ def test_conservation_for_any_bill_usage_and_rules(costs: list, used: list, rule
         list(allocate_batches(bill.sample(fraction=1, shuffle=True, seed=1), u, rules_config, features, batch_rows=3))
     )
     assert batched.sort(rows.columns).equals(rows.sort(rows.columns))
+
+
+def test_rules_reading_only_tags_keep_their_place_among_other_rules() -> None:
+    """Tag-only rules are checked once per distinct Tags value; precedence is still the configured order."""
+    rules = config(
+        direct=[
+            {"name": "team_x", "charges": {"tags": {"team": "x"}}, "feature": "a"},
+            {"name": "acct2", "charges": {"sub_account_ids": ["acct2"]}, "feature": "b"},
+            {"name": "any_team", "charges": {"tags": {"team": "*"}}, "feature": "c"},
+            {"name": "y_acct3", "charges": {"tags": {"team": "y"}, "sub_account_ids": ["acct3"]}, "feature": "d"},
+        ],
+    )
+    bill = charges(
+        charge("1", "1", tags='{"team":"x"}', account="acct2"),
+        charge("2", "1", tags='{"team":"y"}', account="acct2"),
+        charge("3", "1", tags='{"team":"y"}', account="acct3"),
+        charge("4", "1", tags='{"team":""}', account="acct3"),
+        charge("5", "1", tags='{"feature":"chat","team":"x"}'),
+        charge("6", "1"),
+    )
+    rows = allocate(bill, usage(), rules)
+    got = dict(zip(rows["x_charge_id"], zip(rows["rule_id"], rows["feature"], strict=True), strict=True))
+    assert got == {
+        "1": ("direct:team_x", "a"),
+        "2": ("direct:acct2", "b"),
+        "3": ("direct:any_team", "c"),
+        "4": ("unmatched", "unallocated"),
+        "5": ("tag:feature", "chat"),
+        "6": ("unmatched", "unallocated"),
+    }
