@@ -835,33 +835,42 @@ class _Engine:
         parts = []
         charges = charges.drop("feature", "environment")
         daily = ["rule_id", "charge_date"]
-        # Rules weighted per day are split together, in one join: per rule, the fixed cost of the many
-        # small steps of a split outweighs the split itself at a day's worth of overhead charges.
-        by_day: list[tuple[pl.DataFrame, pl.DataFrame]] = []
-        for (rule_id,), mine in sorted(charges.partition_by("rule_id", as_dict=True).items()):
-            weights, keys = self._overhead_weights(str(rule_id), basis)
-            if weights.is_empty():
+        groups = sorted(charges.partition_by("rule_id", as_dict=True).items())
+        # Rules weighted per day by cost get their weights in one pass and are split together, in one
+        # join: per rule, the fixed cost of the many small steps outweighs the work at a day's worth.
+        proportional = [str(r) for (r,), _ in groups if self._proportional_rule(str(r))]
+        weights = _proportional(basis, [self._proportional_spec(r) for r in proportional]) if proportional else None
+        with_basis = set() if weights is None else set(weights["rule_id"].unique().to_list())
+        by_day: list[pl.DataFrame] = []
+        for (rule_id,), mine in groups:
+            if str(rule_id) in with_basis:
+                by_day.append(mine)
+                continue
+            if self._proportional_rule(str(rule_id)):
                 parts.append(_finish(self._unallocated(mine, ":no_basis")))
                 continue
-            labelled = weights.with_columns(rule_id=pl.lit(rule_id).cast(LABEL))
-            if keys == daily:
-                by_day.append((mine, labelled))
-            else:
-                parts.extend(self._split_by(mine, labelled, keys, ":no_basis"))
-        if by_day:
-            mine = pl.concat([m for m, _ in by_day])
-            weights = pl.concat([w for _, w in by_day], how="vertical_relaxed")
-            parts.extend(self._split_by(mine, weights, daily, ":no_basis"))
+            fixed, keys = self._overhead_weights(str(rule_id))
+            if fixed.is_empty():
+                parts.append(_finish(self._unallocated(mine, ":no_basis")))
+                continue
+            labelled = fixed.with_columns(rule_id=pl.lit(rule_id).cast(LABEL))
+            parts.extend(self._split_by(mine, labelled, keys, ":no_basis"))
+        if weights is not None and by_day:
+            parts.extend(self._split_by(pl.concat(by_day), weights, daily, ":no_basis"))
         return parts
 
-    def _overhead_weights(self, rule_id: str, basis: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-        """A rule's weights and the columns that join them to its charges."""
-        daily = ["rule_id", "charge_date"]
+    def _proportional_rule(self, rule_id: str) -> bool:
+        return rule_id == "unused_commitment" or self.overhead[rule_id].split == "proportional"
+
+    def _proportional_spec(self, rule_id: str) -> _Proportional:
         if rule_id == "unused_commitment":
-            return _proportional(basis, [], [], None, kind="idle"), daily
+            return _Proportional(rule_id, [], [], None, "idle")
         rule = self.overhead[rule_id]
-        if rule.split == "proportional":
-            return _proportional(basis, rule.features, rule.basis, rule.cost_class, kind="overhead"), daily
+        return _Proportional(rule_id, rule.features, rule.basis, rule.cost_class, "overhead")
+
+    def _overhead_weights(self, rule_id: str) -> tuple[pl.DataFrame, list[str]]:
+        """The weights of a rule splitting evenly or by percentages, and the columns that join them to its charges."""
+        rule = self.overhead[rule_id]
         if rule.split == "even":
             weights = dict.fromkeys(rule.features or sorted(self.features), 1)
             driver, scale = "even", 1
@@ -1034,33 +1043,54 @@ def _weights_basis(charges: pl.DataFrame, weights: pl.DataFrame) -> pl.DataFrame
     )
 
 
-def _proportional(
-    basis: pl.DataFrame, features: list[str], rules: list[str], cost_class: str | None, kind: str
-) -> pl.DataFrame:
-    """Weights per day in proportion to each (feature, environment)'s attributed cost (positive totals only)."""
-    rows = basis.filter(~pl.col("feature").is_in([IDLE, UNALLOCATED]))
-    if features:
-        rows = rows.filter(pl.col("feature").is_in(features))
-    if rules:
-        rows = rows.filter(pl.col("rule_id").is_in(rules))
-    if cost_class:
-        rows = rows.with_columns(cost_class=pl.lit(cost_class))
+@dataclass(frozen=True)
+class _Proportional:
+    """A rule spreading by attributed cost: which features and basis rules count, its class and kind."""
+
+    rule_id: str
+    features: list[str]
+    rules: list[str]
+    cost_class: str | None
+    kind: str
+
+
+def _proportional(basis: pl.DataFrame, specs: list[_Proportional]) -> pl.DataFrame:
+    """Weights per rule and day in proportion to each (feature, environment)'s attributed cost (positive totals)."""
+    rows = basis.lazy().filter(~pl.col("feature").is_in([IDLE, UNALLOCATED]))
+    frames = []
+    for spec in specs:
+        mine = rows
+        if spec.features:
+            mine = mine.filter(pl.col("feature").is_in(spec.features))
+        if spec.rules:
+            mine = mine.filter(pl.col("rule_id").is_in(spec.rules))
+        frames.append(
+            mine.select(
+                "charge_date",
+                "feature",
+                "environment",
+                "weight",
+                rule_id=pl.lit(spec.rule_id, pl.String),
+                cost_class=pl.lit(spec.cost_class, pl.String) if spec.cost_class else pl.col("cost_class"),
+                allocation_kind=pl.lit(spec.kind, pl.String),
+            )
+        )
+    group = ["rule_id", "charge_date"]
+    schema = {**BASIS_SCHEMA, "allocation_kind": pl.String}
     rows = (
-        rows.group_by("charge_date", "feature", "environment", "cost_class")
+        (pl.concat(frames) if frames else pl.LazyFrame(schema=schema))
+        .group_by(*group, "feature", "environment", "cost_class", "allocation_kind")
         .agg(pl.col("weight").sum())
         .filter(pl.col("weight") > 0)
+        .with_columns(
+            driver=pl.lit("cost"),
+            _use="weight",
+            _shown_total=pl.col("weight").sum().over(group),
+            _unit=pl.lit(UNIT, DRIVER_NUMBER),
+        )
+        .collect()
     )
-    if rows.is_empty():
-        return rows
-    day = ["charge_date"]
-    rows = rows.with_columns(
-        allocation_kind=pl.lit(kind),
-        driver=pl.lit("cost"),
-        _use="weight",
-        _shown_total=pl.col("weight").sum().over(day),
-        _unit=pl.lit(UNIT, DRIVER_NUMBER),
-    )
-    return _running(rows, group=day)
+    return rows if rows.is_empty() else _running(rows, group=group)
 
 
 def _bounded(weights: pl.DataFrame, charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
