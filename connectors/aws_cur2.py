@@ -464,6 +464,15 @@ class Store:
         except OSError as exc:
             raise self._unreadable(location, exc) from None
 
+    def read_first(self, locations: list[str]) -> tuple[str, bytes] | None:
+        """The first of ``locations`` that exists, with its bytes (manifests have alternative names)."""
+        for location in locations:
+            try:
+                return location, self.read(location)
+            except FileNotFoundError:
+                continue
+        return None
+
     @contextlib.contextmanager
     def local_copy(self, location: str, missing: tuple[str, str]) -> Iterator[Path]:
         """A local path for the file: itself, or the S3 object spooled to a temporary file."""
@@ -538,12 +547,8 @@ class Export:
         folder = f"metadata/BILLING_PERIOD={period.key}"
         candidates = [self.store.location(f"{folder}/{self.name}-Manifest.json"),
                       self.store.location(f"{folder}/Manifest.json")]  # fmt: skip
-        for location in candidates:
-            try:
-                content = self.store.read(location)
-            except FileNotFoundError:
-                continue
-            return location, self._parse_manifest(location, content, period)
+        if found := self.store.read_first(candidates):
+            return found[0], self._parse_manifest(*found, period)
         raise NoManifestError(
             self.source, candidates[0], f"no CUR 2.0 manifest for billing period {period.key}",
             f"path must be the export folder (s3://bucket/prefix/export-name) holding "

@@ -275,12 +275,8 @@ class Report:
         """``<yyyymmdd-yyyymmdd>/<report>-Manifest.json`` (the range ends on the next month's 1st, or the
         month's last day as the guide's example writes it)."""
         candidates = [self.store.location(f"{folder}/{self.name}-Manifest.json") for folder in _range_folders(period)]
-        for location in candidates:
-            try:
-                content = self.store.read(location)
-            except FileNotFoundError:
-                continue
-            return location, self._parse_manifest(location, content, period)
+        if found := self.store.read_first(candidates):
+            return found[0], self._parse_manifest(*found, period)
         raise NoManifestError(
             self.source, candidates[0], f"no legacy CUR manifest for billing period {period.key}",
             "AWS writes it with the period's first report; path must be the report folder (prefix/report-name)",

@@ -13,9 +13,8 @@ import polars as pl
 from models.allocation import CHARGE_COLUMNS, allocate_batches, usage_classes
 from models.anomaly import Anomaly, anomaly_frame, attach_drivers, complete_through, detect, fold_incidents
 from models.config import CogsConfig
-from models.focus import CHARGE_CATEGORIES, FOCUS_COSTS_SCHEMA, REQUIRED_COLUMNS
+from models.focus import CHARGE_CATEGORIES, REQUIRED_COLUMNS
 from models.period import BillingPeriod
-from models.usage import INFERENCE_USAGE_SCHEMA
 from pipelines.ingest import ingest
 from pipelines.warehouse import Warehouse
 
@@ -24,13 +23,6 @@ INGEST, WAREHOUSE, ALLOCATION, MARTS, REPORT = "ingest", "warehouse", "allocatio
 
 def _money(value: Decimal | None) -> float:
     return float(value or 0)
-
-
-def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """An empty PostgreSQL result comes back untyped (all Null columns): give it the table's types."""
-    if frame.height:
-        return frame
-    return pl.DataFrame(schema={c: schema.get(c, pl.String()) for c in frame.columns})
 
 
 def ingest_asset(
@@ -186,13 +178,8 @@ def build_assets(config: CogsConfig, partitions: dg.PartitionsDefinition) -> lis
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         period = context.partition_key
         columns = ", ".join(f'"{c}"' for c in CHARGE_COLUMNS)
-        charges = _typed(
-            warehouse.read(f"SELECT {columns} FROM focus_costs WHERE x_billing_period = :p", p=period),
-            FOCUS_COSTS_SCHEMA,
-        )
-        usage = _typed(
-            warehouse.read("SELECT * FROM inference_usage WHERE billing_period = :p", p=period), INFERENCE_USAGE_SCHEMA
-        )
+        charges = warehouse.read(f"SELECT {columns} FROM focus_costs WHERE x_billing_period = :p", p=period)
+        usage = warehouse.read("SELECT * FROM inference_usage WHERE billing_period = :p", p=period)
         rows, kinds = 0, []
         with warehouse.transaction() as conn:  # batch by batch, in one transaction: never half a month
             warehouse.delete("cost_allocations", {"x_billing_period": period}, conn)

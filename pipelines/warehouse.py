@@ -50,6 +50,24 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# PostgreSQL type OIDs (pg_type.dat) → polars, for results without rows, whose types can't be inferred.
+_PG_TYPES: dict[int, pl.DataType] = {
+    16: pl.Boolean(), 20: pl.Int64(), 21: pl.Int64(), 23: pl.Int64(), 700: pl.Float64(), 701: pl.Float64(),
+    1082: pl.Date(), 1114: pl.Datetime("us"), 1184: pl.Datetime("us", "UTC"),
+}  # fmt: skip
+
+
+def _pg_schema(description: Any) -> dict[str, pl.DataType]:
+    """Column types of an empty result from its cursor description (NUMERIC keeps precision and scale)."""
+    schema: dict[str, pl.DataType] = {}
+    for column in description or []:
+        if column.type_code == 1700:  # numeric
+            schema[column.name] = pl.Decimal(column.precision or 38, column.scale or 0)
+        else:  # text, varchar and JSON (read as text) included
+            schema[column.name] = _PG_TYPES.get(column.type_code, pl.String())
+    return schema
+
+
 class Warehouse(dg.ConfigurableResource):
     """Tables and views from ``sql/``; partition replace; polars frames in and out."""
 
@@ -129,9 +147,10 @@ class Warehouse(dg.ConfigurableResource):
             frame = pl.from_arrow(table)
         else:
             result = conn.execute(sa.text(query), dict(params))
-            frame = pl.DataFrame(
-                [tuple(r) for r in result], schema=list(result.keys()), orient="row", infer_schema_length=None
-            )
+            description = result.cursor.description  # gone once the rows are read
+            rows = [tuple(r) for r in result]
+            schema = list(result.keys()) if rows else _pg_schema(description)  # with rows, types come from them
+            frame = pl.DataFrame(rows, schema=schema, orient="row", infer_schema_length=None)
         assert isinstance(frame, pl.DataFrame)
         return frame.with_columns(
             pl.col(c).dt.convert_time_zone("UTC")

@@ -69,6 +69,9 @@ def test_read_keeps_types_and_timezone(warehouse: Warehouse) -> None:
     frame = warehouse.read("SELECT hour, gpu_seconds FROM inference_usage WHERE source = :s", s="otel")
     assert frame["hour"][0] == datetime(2026, 10, 1, tzinfo=UTC)
     assert frame["gpu_seconds"][0] == Decimal("1.5")
+    empty = warehouse.read("SELECT hour, gpu_seconds, feature FROM inference_usage WHERE source = :s", s="none")
+    assert empty.height == 0
+    assert [type(t) for t in empty.schema.values()] == [pl.Datetime, pl.Decimal, pl.String]
 
 
 def setting(conn: object, name: str) -> object:
