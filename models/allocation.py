@@ -31,7 +31,9 @@ decides (production inference → cogs, training → rnd, free tier → opex, ..
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -150,6 +152,7 @@ def allocate_batches(
     config: AllocationConfig,
     features: Mapping[str, FeatureConfig] | None = None,
     batch_rows: int = BATCH_ROWS,
+    workers: int = 2,
 ) -> Iterator[pl.DataFrame]:
     """The allocation a few whole UTC days at a time (bounded memory): write each batch, then drop it.
 
@@ -176,7 +179,8 @@ def allocate_batches(
         .agg(pl.col("len").sum())
         .sort("charge_date")
     )
-    for first, last in _day_ranges(counts, batch_rows):
+
+    def days(first: date, last: date) -> pl.DataFrame:
         lo = datetime.combine(first, datetime.min.time(), UTC)
         hi = datetime.combine(last, datetime.min.time(), UTC) + timedelta(days=1)
         batch = pl.concat(
@@ -185,8 +189,22 @@ def allocate_batches(
                 ready.filter(pl.col("charge_date").is_between(first, last)),
             ]
         )
-        if batch.height:
-            yield engine.allocate(batch)
+        return engine.allocate(batch) if batch.height else batch.clear()
+
+    # Batches are independent: `workers` of them run at once (polars releases the GIL, and many of its
+    # steps use one core at a batch's size). They are yielded in order: the rows do not depend on it.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        running: deque[Future[pl.DataFrame]] = deque()
+        for first, last in _day_ranges(counts, batch_rows):
+            running.append(pool.submit(days, first, last))
+            if len(running) >= workers:
+                done = running.popleft().result()
+                if done.height:
+                    yield done
+        while running:
+            done = running.popleft().result()
+            if done.height:
+                yield done
 
 
 def _calendar(months: list[str | None]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
@@ -1151,19 +1169,21 @@ def _split(rows: pl.DataFrame, amounts: str = "both") -> pl.DataFrame:
     )
     upper = {f"_{u}": (pl.col(u) * pl.col("_upto2") + total) // (total * 2) for u in needed}
     rows = rows.with_columns(**upper).with_columns(part(u).alias(PART_OF[u]) for u in needed)
-    zero = pl.lit(0, pl.Int128)
     if amounts == "same":
         rows = rows.with_columns(bill_part="eff_part")
-    elif amounts == "billed":
-        rows = rows.with_columns(eff_part=zero)
-    elif amounts == "effective":
-        rows = rows.with_columns(bill_part=zero)
     return rows.drop(*(f"_{u}" for u in needed))
 
 
 def _finish(parts: pl.DataFrame, same_amounts: bool = False) -> pl.DataFrame:
-    """Rows in ``ALLOCATION_SCHEMA``: amounts back to Decimal(38, 12) (once when both are the same)."""
+    """Rows in ``ALLOCATION_SCHEMA``: amounts back to Decimal(38, 12) (once when both are the same).
+
+    An amount without its part column (``eff_part``/``bill_part``) is zero: its split was not computed.
+    """
     present = set(parts.columns)
+
+    def money(part: str) -> pl.Expr:
+        return from_units(pl.col(part)) if part in present else pl.lit(Decimal(0), MONEY)
+
     rows = parts.select(
         "x_charge_id",
         "x_source",
@@ -1182,8 +1202,8 @@ def _finish(parts: pl.DataFrame, same_amounts: bool = False) -> pl.DataFrame:
         driver_quantity=pl.col("driver_quantity") if "driver_quantity" in present else pl.lit(None),
         driver_total=pl.col("driver_total") if "driver_total" in present else pl.lit(None),
         share="share",
-        effective_cost=from_units(pl.col("eff_part")),
-        billed_cost=pl.lit(None) if same_amounts else from_units(pl.col("bill_part")),
+        effective_cost=money("eff_part"),
+        billed_cost=pl.lit(None) if same_amounts else money("bill_part"),
     )
     if same_amounts:
         rows = rows.with_columns(billed_cost="effective_cost")

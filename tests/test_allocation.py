@@ -434,10 +434,12 @@ def test_conservation_for_any_bill_usage_and_rules(costs: list, used: list, rule
     assert set(rows["cost_class"]) <= {"cogs", "rnd", "opex"}
     # the same rows for any order of the input rows, and however the days are batched
     assert allocate(bill.reverse(), u.reverse(), rules_config, features).equals(rows)
-    batched = pl.concat(
-        list(allocate_batches(bill.sample(fraction=1, shuffle=True, seed=1), u, rules_config, features, batch_rows=3))
-    )
+    shuffled = bill.sample(fraction=1, shuffle=True, seed=1)
+    batched = pl.concat(list(allocate_batches(shuffled, u, rules_config, features, batch_rows=3)))
     assert batched.sort(rows.columns).equals(rows.sort(rows.columns))
+    # batches computed in parallel come out in the order one worker gives
+    one_by_one = allocate_batches(shuffled, u, rules_config, features, batch_rows=3, workers=1)
+    assert pl.concat(list(one_by_one)).equals(batched)
 
 
 def test_rules_reading_only_tags_keep_their_place_among_other_rules() -> None:
