@@ -160,12 +160,42 @@ def allocate_batches(
     about ``batch_rows`` charge slices. Usage is aggregated per pool, hour, feature and environment
     once, up front. The rows do not depend on how the days are batched.
     """
-    engine = _Engine(config, features or {}, usage)
-    lf = _charge_columns(charges.lazy(), config)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # The usage is aggregated while the charges are counted.
+        engine_ready = pool.submit(_Engine, config, features or {}, usage)
+        single, ready, counts = _charge_days(_charge_columns(charges.lazy(), config))
+        engine = engine_ready.result()
+
+        def days(first: date, last: date) -> pl.DataFrame:
+            lo = datetime.combine(first, datetime.min.time(), UTC)
+            hi = datetime.combine(last, datetime.min.time(), UTC) + timedelta(days=1)
+            read = single.filter(pl.col("ChargePeriodStart").is_between(lo, hi, closed="left")).collect()
+            batch = pl.concat([whole_slices(read), ready.filter(pl.col("charge_date").is_between(first, last))])
+            return engine.allocate(batch) if batch.height else batch.clear()
+
+        # Batches are independent: `workers` of them run at once (polars releases the GIL, and many of its
+        # steps use one core at a batch's size). They are yielded in order: the rows do not depend on it.
+        running: deque[Future[pl.DataFrame]] = deque()
+        for first, last in _day_ranges(counts, batch_rows):
+            running.append(pool.submit(days, first, last))
+            if len(running) >= workers:
+                done = running.popleft().result()
+                if done.height:
+                    yield done
+        while running:
+            done = running.popleft().result()
+            if done.height:
+                yield done
+
+
+def _charge_days(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame, pl.DataFrame]:
+    """(charges within one day, slices of the others, charge slices per day) of the charges to allocate.
+
+    Few charges are cut by day or start before their month: they are read once, up front, as slices.
+    The rest is read batch by batch with a plain range on ChargePeriodStart (Parquet row groups skipped).
+    """
     months = lf.select(pl.col("x_billing_period").unique()).collect().to_series().to_list()
     cut, early, month_day = _calendar(months)
-    # Few charges are cut by day or start before their month: they are read once, up front. The rest is
-    # read batch by batch with a plain range on ChargePeriodStart (Parquet row groups are skipped).
     ready = pl.concat(
         [daily_slices(lf.filter(cut).collect()), whole_slices(lf.filter(early & ~cut).collect(), month_day)]
     )
@@ -179,32 +209,7 @@ def allocate_batches(
         .agg(pl.col("len").sum())
         .sort("charge_date")
     )
-
-    def days(first: date, last: date) -> pl.DataFrame:
-        lo = datetime.combine(first, datetime.min.time(), UTC)
-        hi = datetime.combine(last, datetime.min.time(), UTC) + timedelta(days=1)
-        batch = pl.concat(
-            [
-                whole_slices(single.filter(pl.col("ChargePeriodStart").is_between(lo, hi, closed="left")).collect()),
-                ready.filter(pl.col("charge_date").is_between(first, last)),
-            ]
-        )
-        return engine.allocate(batch) if batch.height else batch.clear()
-
-    # Batches are independent: `workers` of them run at once (polars releases the GIL, and many of its
-    # steps use one core at a batch's size). They are yielded in order: the rows do not depend on it.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        running: deque[Future[pl.DataFrame]] = deque()
-        for first, last in _day_ranges(counts, batch_rows):
-            running.append(pool.submit(days, first, last))
-            if len(running) >= workers:
-                done = running.popleft().result()
-                if done.height:
-                    yield done
-        while running:
-            done = running.popleft().result()
-            if done.height:
-                yield done
+    return single, ready, counts
 
 
 def _calendar(months: list[str | None]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
@@ -681,15 +686,17 @@ class _Engine:
                 "driver": pl.String,
             },
         )
-        used = _usage_columns(usage.lazy()).collect()
-        hourly = [self._hourly_use(p, used) for p in config.pools]
+        used = _usage_columns(usage.lazy()).with_columns(pl.col("hour").cast(TIMESTAMP)).collect()
+        # Every pool's aggregation in one call: polars runs them in parallel.
+        hourly = pl.collect_all([self._hourly_use(p, used) for p in config.pools])
         self.hourly = pl.concat(hourly) if hourly else pl.DataFrame(schema=HOURLY_SCHEMA)
-        provisioned = [self._provisioned(p, used) for p in config.pools if p.capacity == "telemetry"]
+        measured = [p for p in config.pools if p.capacity == "telemetry"]
+        provisioned = pl.collect_all([self._provisioned(p, used) for p in measured])
         self.provisioned = pl.concat(provisioned) if provisioned else pl.DataFrame(schema=PROVISIONED_SCHEMA)
 
-    def _hourly_use(self, pool: Pool, usage: pl.DataFrame) -> pl.DataFrame:
-        rows = usage.filter(usage_matches(pool.usage)).with_columns(pl.col("hour").cast(TIMESTAMP))
-        weight = driver_weight(pool.driver, rows, self.config)
+    def _hourly_use(self, pool: Pool, usage: pl.DataFrame) -> pl.LazyFrame:
+        rows = usage.lazy().filter(usage_matches(pool.usage))
+        weight = driver_weight(pool.driver, usage, self.config)
         return (
             rows.group_by("hour", "feature", "environment")
             .agg(weight.sum().alias("weight"))
@@ -700,12 +707,13 @@ class _Engine:
             .cast(HOURLY_SCHEMA)  # type: ignore[arg-type]
         )
 
-    def _provisioned(self, pool: Pool, usage: pl.DataFrame) -> pl.DataFrame:
+    def _provisioned(self, pool: Pool, usage: pl.DataFrame) -> pl.LazyFrame:
         """GPU-microseconds provisioned per hour for a pool measured by GPU metrics (gpu_seconds_provisioned)."""
-        rows = usage.filter(usage_matches(pool.usage)).with_columns(pl.col("hour").cast(TIMESTAMP))
         return (
-            rows.group_by("hour")
-            .agg(driver_weight("gpu_seconds_provisioned", rows, self.config).sum().alias("provisioned"))
+            usage.lazy()
+            .filter(usage_matches(pool.usage))
+            .group_by("hour")
+            .agg(driver_weight("gpu_seconds_provisioned", usage, self.config).sum().alias("provisioned"))
             .select(rule_id=pl.lit(pool.rule_id), hour="hour", provisioned="provisioned")
             .cast(PROVISIONED_SCHEMA)  # type: ignore[arg-type]
         )
