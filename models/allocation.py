@@ -818,8 +818,11 @@ class _Engine:
         hours = periods.with_columns(
             hour=pl.datetime_ranges(pl.col("slice_start").dt.truncate("1h"), last, "1h", closed="both")
         ).explode("hour")
+        # The month's usage is cut to the batch's hours first: the join then hashes a day of it, not all.
+        span = hours.select(pl.col("hour").min().alias("lo"), pl.col("hour").max().alias("hi")).row(0)
+        hourly = self.hourly.filter(pl.col("hour").is_between(*span)) if span[0] is not None else self.hourly
         used = (
-            hours.join(self.hourly, on=["rule_id", "hour"], how="inner")
+            hours.join(hourly, on=["rule_id", "hour"], how="inner")
             .group_by(*PERIOD, "feature", "environment")
             .agg(pl.col("weight").sum())
             .join(self.pools, on="rule_id", how="left")
