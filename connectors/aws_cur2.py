@@ -97,8 +97,8 @@ Provider quirks handled:
   rounded half-even to ``MONEY_SCALE`` places, so ``22.9408`` is exactly ``Decimal("22.9408")``.
 - ``savings_plan_savings_plan_a_r_n`` / ``reservation_reservation_a_r_n`` are CUR 2.0's spellings of the ARNs.
 
-Streaming: ``load_batches`` yields one ``LoadResult`` per ``batch_rows`` rows of a data file (whole
-Parquet row groups decoded once and cut to size; CSV blocks likewise), each with its own ``source_total``;
+Streaming: ``load_batches`` yields one ``LoadResult`` per ``batch_rows`` rows of a data file (a Parquet
+slice of that many rows; CSV blocks cut to size), each with its own ``source_total``;
 only the needed columns are read and S3 objects are spooled to a temporary file, so memory stays bounded
 whatever the delivery's size. ``x_source_file`` is the data file's path or URL, ``x_source_line`` the
 1-based row number (Parquet) or the record's line number (CSV: header = line 1; a value spanning lines
@@ -134,7 +134,10 @@ from models.focus import MONEY, TIMESTAMP
 
 PROVIDER = "AWS"
 DEFAULT_ENTITY = "Amazon Web Services, Inc."
-BATCH_ROWS = 50_000  # rows per streamed batch: ~0.5 GB of working memory at CUR 2.0's width (100k: ~1 GB)
+# Rows per streamed batch: the batches in flight are most of a load's memory beyond imports and DuckDB. Peak of
+# a 1M-row load (benchmarks/README.md, CUR section): 25k ~170 MiB below 50k for about the same CPU; 10k ~60 MiB
+# less again for ~45 % more CPU (polars' fixed cost per expression and batch).
+BATCH_ROWS = 25_000
 _PARSE_SCALE = 18  # read decimals wider than MONEY, then round half-even to MONEY_SCALE
 _CSV_BLOCK_BYTES = 16 << 20
 _EXACT_FLOAT_BOUND = 1000.0  # see _float_as_decimal
@@ -632,33 +635,17 @@ def _parquet_file(source: str, location: str, path: Path, dialect: Dialect, batc
         raise SourceError(source, location, f"not a readable Parquet file ({exc})") from None
     header = list(metadata.schema.to_arrow_schema().names)
     columns = [c for c in header if dialect.wanted(c)]
-    spans = _row_group_spans([metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)], batch_rows)
 
     def batches() -> Iterator[pl.DataFrame]:
         try:
-            for start, length in spans:  # whole row groups: each is decoded once
-                frame = pl.scan_parquet(path).select(columns).slice(start, length).collect()
-                for offset in range(0, frame.height, batch_rows):
-                    yield frame.slice(offset, batch_rows)
+            # One slice per batch, not whole row groups cut to size: polars decodes only the pages a slice
+            # needs, so a batch never holds a whole row group (which can be many batches: the benchmark's are 4).
+            for start in range(0, metadata.num_rows, batch_rows):
+                yield pl.scan_parquet(path).select(columns).slice(start, batch_rows).collect()
         except unreadable as exc:
             raise SourceError(source, location, f"not a readable Parquet file ({exc})") from None
 
     return DataFile(location, header, batches(), first_line=1)
-
-
-def _row_group_spans(sizes: list[int], batch_rows: int) -> list[tuple[int, int]]:
-    """(first row, rows) of consecutive row groups that together hold at most ``batch_rows`` rows
-    (a bigger row group is a span of its own: Parquet decodes a row group as a whole)."""
-    spans: list[tuple[int, int]] = []
-    start = length = 0
-    for size in sizes:
-        if length and length + size > batch_rows:
-            spans.append((start, length))
-            start, length = start + length, 0
-        length += size
-    if length:
-        spans.append((start, length))
-    return spans
 
 
 def _csv_file(source: str, location: str, path: Path, dialect: Dialect, batch_rows: int) -> DataFile:

@@ -73,11 +73,13 @@ class Warehouse(dg.ConfigurableResource):
 
     url: str = DEFAULT_WAREHOUSE_URL
     # DuckDB's memory cap while a streamed load's transaction is open: its default is 80 % of RAM, and an
-    # uncommitted load keeps its inserted blocks cached up to it (at 10M CUR rows, 512MB gave a lower peak and
-    # less CPU than 1GB). "" keeps DuckDB's own; a memory_limit in the URL
+    # uncommitted load keeps its inserted blocks cached up to it. A low cap evicts blocks already written to the
+    # file and spills some of the row groups being built to its temporary directory (tens of MiB at 64MB): 1M CUR
+    # rows peak ~100 MiB lower than with 512MB for ~1 more CPU second (benchmarks/README.md, CUR section).
+    # "" keeps DuckDB's own; a memory_limit in the URL
     # (``duckdb:///w.duckdb?memory_limit=4GB``) applies to every connection and wins.
-    load_memory_limit: str = "512MB"
-    # DuckDB's threads while a load inserts: a streamed batch (50k rows) is less than one of its row groups,
+    load_memory_limit: str = "64MB"
+    # DuckDB's threads while a load inserts: a streamed batch (25k rows) is less than one of its row groups,
     # so more threads only add overhead (1 thread: about a quarter less CPU for the same insert) while the
     # next batch is mapped on another core; 0 keeps DuckDB's own (one per core). A threads in the URL wins.
     load_threads: int = 1
