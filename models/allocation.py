@@ -417,39 +417,6 @@ def _run_column(run: list[int]) -> str:
     return f"_run:{run[0]}"
 
 
-def _with_tags(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
-    """Add what the rules read from Tags, each distinct Tags value parsed and checked once.
-
-    ``_ftag``/``_etag``: the first feature/environment tag value present; one ``_run:<i>`` per run of
-    ``_tag_runs`` (the first of its rules that holds, null when none); and ``_tag:<key>`` (value, null
-    when absent or empty) for the keys that rules mixing tags with other conditions read row by row.
-    """
-    keys = _tag_keys(config)
-    if not keys:
-        return charges
-    order = RuleOrder.of(config)
-    others = [*config.direct, *config.pools, *config.overhead]
-    rules = {order.first_direct + i: r for i, r in enumerate(others)}
-    distinct = charges.select(pl.col("Tags").drop_nulls().unique())
-    values = distinct.with_columns(
-        pl.col("Tags").str.json_path_match(f"$['{k}']").alias(_tag_column(k)) for k in keys
-    ).with_columns(pl.when(pl.col(_tag_column(k)) != "").then(pl.col(_tag_column(k))) for k in keys)
-    tag_value, tag_index = _first_tag(config.feature_tag_keys)
-    env_tag, _ = _first_tag(config.environment_tag_keys)
-    derived = [tag_value.alias("_ftag"), env_tag.alias("_etag")]
-    for run in _tag_runs(config):
-        index = pl.lit(None, pl.Int32)
-        for i in reversed(run):
-            tag_rule = i < order.first_direct
-            holds = (tag_index == i - 1).fill_null(False) if tag_rule else charge_matches(rules[i].charges)
-            index = pl.when(holds).then(pl.lit(i, pl.Int32)).otherwise(index)
-        derived.append(index.alias(_run_column(run)))
-    mixed = [m.tags for m in (r.charges for r in others) if m.tags and not _tag_only(m)]
-    read = [_tag_column(k) for k in keys if any(k in tags for tags in mixed)]
-    values = values.select("Tags", *derived, *read)
-    return charges.join(values, on="Tags", how="left", maintain_order="left")
-
-
 def _first_tag(keys: list[str]) -> tuple[pl.Expr, pl.Expr]:
     """(value, index in ``keys``) of the first key present, both null when none is."""
     value, index = pl.lit(None, pl.String), pl.lit(None, pl.Int32)
@@ -463,7 +430,7 @@ def _first_tag(keys: list[str]) -> tuple[pl.Expr, pl.Expr]:
 def charge_matches(m: ChargeMatch) -> pl.Expr:
     """Whether a charge row satisfies every condition of ``m`` (null columns never match).
 
-    Tag conditions read the columns ``_with_tags`` adds.
+    Tag conditions read the columns ``_Classifier.with_tags`` adds.
     """
     cond = pl.lit(True)
     if m.source:
@@ -533,37 +500,85 @@ class RuleOrder:
 
 def classify(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
     """Add ``rule_id``/``rule_index`` (the rule that takes each charge) and ``feature``/``environment`` where named."""
-    tagged = bool(_tag_keys(config))
-    framed = _with_tags(charges, config)
-    tag_value = pl.col("_ftag") if tagged else pl.lit(None, pl.String)
-    env_tag = pl.col("_etag") if tagged else pl.lit(None, pl.String)
-    others = [*config.direct, *config.pools, *config.overhead]
-    order = RuleOrder.of(config)
-    rule_ids, first_other = order.ids, order.first_direct
-    runs = {run[0]: run for run in _tag_runs(config)} if tagged else {}
-    decided = {i for run in runs.values() for i in run}
-    unused = (pl.col("CommitmentDiscountStatus") == "Unused").fill_null(False)
-    index = pl.when(unused).then(pl.lit(0, pl.Int32))
-    for i in range(1, order.unmatched):
-        if i in runs:
-            found = pl.col(_run_column(runs[i]))
-            index = index.when(found.is_not_null()).then(found)
-        elif i not in decided:
-            index = index.when(charge_matches(others[i - first_other].charges)).then(pl.lit(i, pl.Int32))
-    index = index.otherwise(pl.lit(order.unmatched, pl.Int32))
-    direct = {first_other + i: r for i, r in enumerate(config.direct)}
-    is_tag = (pl.col("_rule") >= 1) & (pl.col("_rule") < first_other)
-    by_direct = {i: r.feature for i, r in direct.items()}
-    env_direct = {i: r.environment for i, r in direct.items() if r.environment}
-    named = is_tag | pl.col("_rule").is_in(list(direct))
-    classified = framed.with_columns(_rule=index).with_columns(
-        # A gather from the (small) categorical of rule ids, not a string per row cast to categorical.
-        rule_id=pl.lit(pl.Series(rule_ids, dtype=LABEL)).gather(pl.col("_rule")),
-        feature=pl.when(is_tag).then(tag_value).otherwise(_lookup(pl.col("_rule"), by_direct, None)),
-        environment=pl.when(named).then(pl.coalesce(_lookup(pl.col("_rule"), env_direct, None), env_tag)),
-    )
-    added = [c for c in classified.columns if c.startswith(("_tag:", "_run:")) or c in ("_ftag", "_etag")]
-    return classified.rename({"_rule": "rule_index"}).drop(added)
+    return _Classifier(config)(charges)
+
+
+class _Classifier:
+    """``classify`` with its expressions built once: they depend on the rules only, not on the charges.
+
+    An engine classifies a month a day at a time; building the expressions of every rule for each batch
+    cost a tenth of a batch's time, with Python's lock held (the other batch's thread waits).
+    """
+
+    def __init__(self, config: AllocationConfig) -> None:
+        keys = _tag_keys(config)
+        order = RuleOrder.of(config)
+        others = [*config.direct, *config.pools, *config.overhead]
+        self.tagged = bool(keys)
+        self.runs = _tag_runs(config) if self.tagged else []
+        # What with_tags derives from each distinct Tags value.
+        self.tag_values = [pl.col("Tags").str.json_path_match(f"$['{k}']").alias(_tag_column(k)) for k in keys]
+        self.non_empty = [pl.when(pl.col(_tag_column(k)) != "").then(pl.col(_tag_column(k))) for k in keys]
+        tag_value, tag_index = _first_tag(config.feature_tag_keys)
+        env_tag, _ = _first_tag(config.environment_tag_keys)
+        rules = {order.first_direct + i: r for i, r in enumerate(others)}
+        self.derived = [tag_value.alias("_ftag"), env_tag.alias("_etag")]
+        for run in self.runs:
+            found = pl.lit(None, pl.Int32)
+            for i in reversed(run):
+                tag_rule = i < order.first_direct
+                holds = (tag_index == i - 1).fill_null(False) if tag_rule else charge_matches(rules[i].charges)
+                found = pl.when(holds).then(pl.lit(i, pl.Int32)).otherwise(found)
+            self.derived.append(found.alias(_run_column(run)))
+        mixed = [m.tags for m in (r.charges for r in others) if m.tags and not _tag_only(m)]
+        self.read = [_tag_column(k) for k in keys if any(k in tags for tags in mixed)]
+        # The rule index of each charge: the first rule that holds, in precedence order.
+        first_runs = {run[0]: run for run in self.runs}
+        decided = {i for run in self.runs for i in run}
+        unused = (pl.col("CommitmentDiscountStatus") == "Unused").fill_null(False)
+        index = pl.when(unused).then(pl.lit(0, pl.Int32))
+        for i in range(1, order.unmatched):
+            if i in first_runs:
+                found = pl.col(_run_column(first_runs[i]))
+                index = index.when(found.is_not_null()).then(found)
+            elif i not in decided:
+                index = index.when(charge_matches(others[i - order.first_direct].charges)).then(pl.lit(i, pl.Int32))
+        self.index = index.otherwise(pl.lit(order.unmatched, pl.Int32))
+        first_other = order.first_direct
+        direct = {first_other + i: r for i, r in enumerate(config.direct)}
+        is_tag = (pl.col("_rule") >= 1) & (pl.col("_rule") < first_other)
+        named = is_tag | pl.col("_rule").is_in(list(direct))
+        tag_feature = pl.col("_ftag") if self.tagged else pl.lit(None, pl.String)
+        tag_environment = pl.col("_etag") if self.tagged else pl.lit(None, pl.String)
+        by_direct = {i: r.feature for i, r in direct.items()}
+        env_direct = {i: r.environment for i, r in direct.items() if r.environment}
+        self.labels = {
+            # A gather from the (small) categorical of rule ids, not a string per row cast to categorical.
+            "rule_id": pl.lit(pl.Series(order.ids, dtype=LABEL)).gather(pl.col("_rule")),
+            "feature": pl.when(is_tag).then(tag_feature).otherwise(_lookup(pl.col("_rule"), by_direct, None)),
+            "environment": pl.when(named).then(
+                pl.coalesce(_lookup(pl.col("_rule"), env_direct, None), tag_environment)
+            ),
+        }
+
+    def with_tags(self, charges: pl.DataFrame) -> pl.DataFrame:
+        """Add what the rules read from Tags, each distinct Tags value parsed and checked once.
+
+        ``_ftag``/``_etag``: the first feature/environment tag value present; one ``_run:<i>`` per run of
+        ``_tag_runs`` (the first of its rules that holds, null when none); and ``_tag:<key>`` (value, null
+        when absent or empty) for the keys that rules mixing tags with other conditions read row by row.
+        """
+        if not self.tagged:
+            return charges
+        distinct = charges.select(pl.col("Tags").drop_nulls().unique())
+        values = distinct.with_columns(self.tag_values).with_columns(self.non_empty)
+        values = values.select("Tags", *self.derived, *self.read)
+        return charges.join(values, on="Tags", how="left", maintain_order="left")
+
+    def __call__(self, charges: pl.DataFrame) -> pl.DataFrame:
+        classified = self.with_tags(charges).with_columns(_rule=self.index).with_columns(**self.labels)
+        added = [c for c in classified.columns if c.startswith(("_tag:", "_run:")) or c in ("_ftag", "_etag")]
+        return classified.rename({"_rule": "rule_index"}).drop(added)
 
 
 # --- classification COGS / R&D / OpEx ------------------------------------------------------------------
@@ -666,6 +681,9 @@ class _Engine:
         self.config = config
         self.features = features
         self.classes = _Classes(config, features)
+        self.classify = _Classifier(config)
+        # Built once: an expression holding its lookup tables costs more to build than to run on a day.
+        self.feature_class = self.classes.of(pl.col("feature"), pl.col("environment"))
         self.overhead = {o.rule_id: o for o in config.overhead}
         self.order = RuleOrder.of(config)
         self.pools = pl.DataFrame(
@@ -720,7 +738,7 @@ class _Engine:
 
     def allocate(self, batch: pl.DataFrame) -> pl.DataFrame:
         """A batch of whole days: charges taken whole or pooled first, then what spreads by their cost."""
-        classified = classify(batch, self.config).select(SLICE_COLUMNS)
+        classified = self.classify(batch).select(SLICE_COLUMNS)
         index, order = pl.col("rule_index"), self.order
         deferred = index.is_between(order.first_overhead, order.unmatched, closed="left")
         if self.config.unused_commitment == "spread":
@@ -755,9 +773,7 @@ class _Engine:
             .then(pl.lit(self.classes.idle))
             .when(unmatched)
             .then(pl.lit(self.classes.unallocated))
-            .otherwise(
-                pl.coalesce(_lookup(index, overrides, None), self.classes.of(pl.col("feature"), pl.col("environment")))
-            ),
+            .otherwise(pl.coalesce(_lookup(index, overrides, None), self.feature_class)),
             **_taken_whole(),
         )
 
@@ -827,8 +843,7 @@ class _Engine:
             .agg(pl.col("weight").sum())
             .join(self.pools, on="rule_id", how="left")
         )
-        feature_class = self.classes.of(pl.col("feature"), pl.col("environment"))
-        used = used.with_columns(cost_class=pl.coalesce("_pool_class", feature_class))
+        used = used.with_columns(cost_class=pl.coalesce("_pool_class", self.feature_class))
         return _pool_parts(used, self._idle(charges, hours, used), self.pools, self.classes.idle)
 
     def _idle(self, charges: pl.DataFrame, hours: pl.DataFrame, used: pl.DataFrame) -> pl.DataFrame:
@@ -910,9 +925,8 @@ class _Engine:
             {"feature": list(weights), "weight": list(weights.values())},
             schema={"feature": pl.String, "weight": pl.Int128},
         ).with_columns(environment=pl.lit(None, pl.String))
-        feature_class = self.classes.of(pl.col("feature"), pl.col("environment"))
         frame = frame.with_columns(
-            cost_class=pl.lit(rule.cost_class) if rule.cost_class else feature_class,
+            cost_class=pl.lit(rule.cost_class) if rule.cost_class else self.feature_class,
             allocation_kind=pl.lit("overhead"),
             driver=pl.lit(driver),
             _use="weight",
