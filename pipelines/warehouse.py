@@ -124,11 +124,38 @@ class Warehouse(dg.ConfigurableResource):
         return settings
 
     def ensure_schema(self) -> None:
-        """Create the tables (``sql/ddl``) and (re)create the analyst views (``sql/views``)."""
+        """Create the tables (``sql/ddl``) and (re)create the analyst views (``sql/views``).
+
+        A table made by an older version gets the columns this version added (nullable: its rows have
+        none; the next load of a partition fills them), so upgrading never needs a rebuilt warehouse.
+        """
         with self.transaction() as conn:
-            for name in sql.files("ddl") + sql.files("views"):
+            for name in sql.files("ddl"):
                 for statement in sql.statements(sql.read(name)):
                     conn.exec_driver_sql(statement)
+                    self._add_missing_columns(conn, statement)
+            for name in sql.files("views"):
+                for statement in sql.statements(sql.read(name)):
+                    conn.exec_driver_sql(statement)
+
+    def _add_missing_columns(self, conn: sa.Connection, statement: str) -> None:
+        created = sql.created_columns(statement, "postgres" if self.dialect == "postgresql" else "duckdb")
+        if created is None:
+            return
+        table, columns = created
+        present = {
+            row[0]
+            for row in conn.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = :t AND table_schema = current_schema()"
+                ),
+                {"t": table},
+            )
+        }
+        for column, kind in columns:
+            if column not in present:
+                conn.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
 
     def execute(self, statement: str, conn: sa.Connection | None = None, **params: Any) -> None:
         if conn is None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from importlib import resources
 
+import sqlglot
+from sqlglot import exp
+
 
 def read(name: str) -> str:
     """The text of ``sql/<name>`` (e.g. ``transform/feature_costs_daily.sql``)."""
@@ -20,3 +23,13 @@ def statements(text: str) -> list[str]:
     """Split a file into statements on ``;`` at the end of a line (our files never put one elsewhere)."""
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";").strip()]
+
+
+def created_columns(statement: str, dialect: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """(table, [(column, type in ``dialect``)]) of a ``CREATE TABLE`` statement, else None."""
+    created = sqlglot.parse_one(statement, read="duckdb")
+    if not isinstance(created, exp.Create) or created.args.get("kind") != "TABLE":
+        return None
+    schema = created.this
+    columns = [(c.name, c.args["kind"].sql(dialect)) for c in schema.expressions if isinstance(c, exp.ColumnDef)]
+    return schema.this.name, columns

@@ -106,3 +106,37 @@ def test_a_load_transaction_is_all_or_nothing(warehouse: Warehouse) -> None:
         warehouse.insert("inference_usage", usage_rows("otel", 2), conn)
         warehouse.insert("inference_usage", usage_rows("otel", 1).with_columns(feature=pl.lit(None, pl.String)), conn)
     assert warehouse.read("SELECT SUM(requests) AS r FROM inference_usage")["r"][0] == 6
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_warehouse_made_by_an_older_version_gets_the_new_columns(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if engine == "duckdb":
+        url = f"duckdb:///{tmp_path / 'old.duckdb'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database(f"cogs_old_{tmp_path.name[-8:].lower()}")
+    old = Warehouse(url=url)
+    # ingest_batches as it was before the FOCUS repairs were counted: no "repairs" column.
+    old.execute(
+        "CREATE TABLE ingest_batches (batch_id VARCHAR NOT NULL, source VARCHAR NOT NULL,"
+        " source_type VARCHAR NOT NULL, billing_period VARCHAR NOT NULL, loaded_at TIMESTAMPTZ NOT NULL,"
+        " rows_loaded BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL, files BIGINT NOT NULL,"
+        " source_total DECIMAL(38, 12), loaded_billed_cost DECIMAL(38, 12))"
+    )
+    old.execute(
+        "INSERT INTO ingest_batches VALUES ('b1', 'aws', 'aws_cur2', '2026-10', :at, 3, 0, 1, 1.5, 1.5)",
+        at=datetime(2026, 11, 2, tzinfo=UTC),
+    )
+    old.ensure_schema()
+    old.ensure_schema()  # a second run adds nothing
+    rows = old.read("SELECT batch_id, rows_loaded, repairs FROM ingest_batches")
+    assert rows.rows() == [("b1", 3, None)]
+    columns = old.read(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'ingest_batches' AND table_schema = current_schema()"
+    )
+    assert sorted(columns["column_name"].to_list()) == sorted(
+        ["batch_id", "source", "source_type", "billing_period", "loaded_at", "rows_loaded", "rows_quarantined",
+         "files", "source_total", "loaded_billed_cost", "repairs"]
+    )  # fmt: skip
