@@ -158,7 +158,8 @@ def allocate_batches(
 
     ``charges`` may be lazy (a Parquet scan, a query): consecutive days are collected together up to
     about ``batch_rows`` charge slices. Usage is aggregated per pool, hour, feature and environment
-    once, up front. The rows do not depend on how the days are batched.
+    once, up front. ``workers`` batches are computed at once, in threads, and yielded in order. The
+    rows depend neither on how the days are batched nor on how many workers compute them.
     """
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # The usage is aggregated while the charges are counted.
@@ -705,7 +706,7 @@ class _Engine:
             },
         )
         used = _usage_columns(usage.lazy()).with_columns(pl.col("hour").cast(TIMESTAMP)).collect()
-        # Every pool's aggregation in one call: polars runs them in parallel.
+        # Every pool's aggregation in one collect_all: one call into polars, not one per pool.
         hourly = pl.collect_all([self._hourly_use(p, used) for p in config.pools])
         self.hourly = pl.concat(hourly) if hourly else pl.DataFrame(schema=HOURLY_SCHEMA)
         measured = [p for p in config.pools if p.capacity == "telemetry"]
