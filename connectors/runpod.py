@@ -26,9 +26,10 @@ Money arrives as JSON numbers (read exactly as Decimal) or, from some proxies, n
 reference's example (``2023-01-31T23:59:59Z``), and records outside the month are skipped and counted.
 
 FOCUS choices: ResourceId = pod or endpoint id (null for volumes: the API names none); SkuId = the GPU
-type; ConsumedQuantity/PricingQuantity = ``timeBilledMs`` in Hours (volumes: GB × bucket hours in
-GB-Hours); all four costs = ``amount`` (the API exposes no list price or discount); BillingAccountId =
-``billing_account_id`` from the config, else the source name.
+type, and SkuMeter only beside a SkuId (FOCUS: "SkuMeter MUST be null when SkuId is null");
+ConsumedQuantity/PricingQuantity = ``timeBilledMs`` in Hours (volumes: GB × bucket hours in GB-Hours); all
+four costs = ``amount`` (the API exposes no list price or discount); BillingAccountId = ``billing_account_id``
+from the config, else the source name.
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ class _Mapper:
         description = f"{what} on {gpu_type}" if gpu_type else f"{what} (no GPU type reported)"
         self._row(
             kind_name, kind, answer, line, record.start, record.amount,
-            resource=record.resource, sku=gpu_type, meter=kind.meter, description=description,
+            resource=record.resource, sku=gpu_type, meter=kind.meter if gpu_type else None, description=description,
             quantity=hours, unit="Hours" if hours is not None else None,
         )  # fmt: skip
 

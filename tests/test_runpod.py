@@ -137,6 +137,7 @@ def test_rows_carry_resource_gpu_type_and_hours(source: RunPodSource) -> None:
     cpu = frame.filter(pl.col("ResourceId") == "p-cpu").row(0, named=True)
     assert (cpu["SkuId"], cpu["BilledCost"], cpu["ConsumedQuantity"]) == (None, Decimal("0.06"), Decimal(1))
     assert cpu["x_source_file"] == "GET /v1/billing/pods?grouping=podId"
+    assert (cpu["SkuMeter"], pod["SkuMeter"]) == (None, "Pod Hours")  # FOCUS: SkuMeter is null when SkuId is null
     serverless = frame.filter(pl.col("ResourceId") == "ep-qwen").sort("ChargePeriodStart", "SkuId")
     assert serverless.select("SkuId", "BilledCost", "ConsumedQuantity").rows() == [
         (A40, Decimal("0.5"), Decimal("0.25")),
