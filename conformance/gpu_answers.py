@@ -92,6 +92,15 @@ def _rfc3339(period: BillingPeriod, day: int, hour: int) -> str:
 
 def vastai_pages(period: BillingPeriod) -> list[Page]:
     """Two days of ``GET /api/v0/charges/`` answers: instances with items, a volume, a serverless worker."""
+    return [
+        Page(datetime(period.start.year, period.start.month, day, tzinfo=UTC), 1,
+             {"success": True, "count": len(results), "total": len(results), "next_token": None, "results": results})
+        for day, results in vastai_charges(period).items()
+    ]  # fmt: skip
+
+
+def vastai_charges(period: BillingPeriod) -> dict[int, list[dict]]:
+    """Day of ``period`` → the charges of that day's answer (tests/test_vastai.py serves day 1 too)."""
 
     def ts(day: int, hour: int = 0, minute: int = 0) -> int:
         return int(datetime(period.start.year, period.start.month, day, hour, minute, tzinfo=UTC).timestamp())
@@ -127,8 +136,4 @@ def vastai_pages(period: BillingPeriod) -> list[Page]:
             ], start=ts(2, 13, 30), end=ts(5)),  # still running after the day: clipped to the day
         ],
     }  # fmt: skip
-    return [
-        Page(datetime(period.start.year, period.start.month, day, tzinfo=UTC), 1,
-             {"success": True, "count": len(results), "total": len(results), "next_token": None, "results": results})
-        for day, results in days.items()
-    ]  # fmt: skip
+    return days

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from conformance.gpu_answers import vastai_charges
 from connectors import connector, vastai
 from connectors.base import BillingPeriod, SourceError
 from connectors.vastai import Page, days, map_pages
@@ -43,19 +44,10 @@ def item(day: int, kind: str, amount: Any, description: str, **extra: Any) -> di
 
 
 QWEN = {"template_id": 101, "label": "qwen-serving", "endpoint_id": None, "workergroup_id": None}
-WORKER = {"template_id": 207, "label": None, "endpoint_id": 19392, "workergroup_id": 25355}
 CHARGES: dict[int, list[dict]] = {  # day of June → the contracts charged that day, as the API returns them
-    1: [
-        charge(1, "instance-12345678", Decimal("9.6543"), "Instance 12345678 Charges - 1 day", [
-            item(1, "gpu", Decimal("9.336"), "24.000 hours at $0.389/hour"),
-            item(1, "storage", Decimal("0.24"), "Storage: 50.0 GB for 24.000 hours"),
-            item(1, "bandwidth", Decimal("0.0783"), "Bandwidth: 0.87 GB down, 0.02 GB up"),
-        ], metadata=QWEN),
-        charge(1, "volume-555", "0.48", "Volume 555 Charges - 1 day", [], type="volume"),  # amount as a string
-        charge(1, "instance-23456789", Decimal("1.5561"), "Instance 23456789 Charges - 1 day", [
-            item(1, "gpu", Decimal("1.556"), "4.000 hours at $0.389/hour", start=ts(1, 8), end=ts(1, 12)),
-        ], metadata=WORKER, start=ts(1, 8), end=ts(1, 12)),  # the items leave $0.0001 unexplained
-    ],
+    # an instance with GPU, storage and bandwidth items; a volume whose amount is a string; a serverless
+    # worker whose items leave $0.0001 unexplained (the conformance case's first day)
+    1: vastai_charges(PERIOD)[1],
     2: [
         charge(2, "instance-12345678", Decimal("9.6543"), "Instance 12345678 Charges - 1 day", [
             item(2, "gpu", Decimal("9.336"), "24.000 hours at $0.389/hour"),
