@@ -796,10 +796,15 @@ class _Engine:
         if charges.is_empty():
             return [], pl.DataFrame(schema=BASIS_SCHEMA)
         charges = charges.drop("feature", "environment")
-        weights = self._pool_weights(charges)
+        # One integer per (pool, period): what groups or joins the charges by period uses it, not three
+        # columns hashed as rows, each time.
+        periods = charges.select(PERIOD).unique(maintain_order=True).with_row_index("_period")
+        charges = charges.join(periods, on=PERIOD, how="left", maintain_order="left")
+        weights = self._pool_weights(charges, periods)
         if weights.is_empty():
             return [_finish(self._unallocated(charges, ":no_usage"))], pl.DataFrame(schema=BASIS_SCHEMA)
-        return self._split_by(charges, weights, PERIOD, ":no_usage"), _weights_basis(charges, weights)
+        weights = weights.join(periods, on=PERIOD, how="left", maintain_order="left")
+        return self._split_by(charges, weights, ["_period"], ":no_usage"), _weights_basis(charges, weights)
 
     def _split_by(
         self, charges: pl.DataFrame, weights: pl.DataFrame, keys: list[str], lacking: str
@@ -813,10 +818,13 @@ class _Engine:
         ids = weights.select(keys).unique(maintain_order=True).with_row_index("_key")
         carried = [c for c in dict.fromkeys([*PART_COLUMNS, *SPLIT_COLUMNS]) if c not in keys]
         weights = weights.join(ids, on=keys, how="inner", maintain_order="left").select("_key", *carried)
-        payload = charges.select(*dict.fromkeys([*keys, *CHARGE_PAYLOAD])).join(
+        payload = charges.select(*dict.fromkeys([*keys, "rule_id", *CHARGE_PAYLOAD])).join(
             ids, on=keys, how="left", maintain_order="left"
         )
+        # A part's own columns come from the weights (the rule too, when it is not a key); charges without
+        # weights keep their rule (they are unallocated under it).
         dropped = [c for c in keys if c not in CHARGE_PAYLOAD and c not in PART_COLUMNS]
+        dropped += ["rule_id"] if "rule_id" in carried else []
         found = payload.filter(pl.col("_key").is_not_null()).drop(dropped).with_columns(_amounts=AMOUNTS)
         parts = []
         for (amounts,), group in sorted(found.partition_by("_amounts", as_dict=True).items()):
@@ -828,9 +836,8 @@ class _Engine:
             parts.append(_finish(self._unallocated(without, lacking)))
         return parts
 
-    def _pool_weights(self, charges: pl.DataFrame) -> pl.DataFrame:
+    def _pool_weights(self, charges: pl.DataFrame, periods: pl.DataFrame) -> pl.DataFrame:
         """Per pool and period of the batch's pool charges: one row per part, with its running weights."""
-        periods = charges.select(PERIOD).unique()
         last = pl.col("slice_end") - timedelta(microseconds=1)
         hours = periods.with_columns(
             hour=pl.datetime_ranges(pl.col("slice_start").dt.truncate("1h"), last, "1h", closed="both")
@@ -845,9 +852,12 @@ class _Engine:
             .join(self.pools, on="rule_id", how="left")
         )
         used = used.with_columns(cost_class=pl.coalesce("_pool_class", self.feature_class))
-        return _pool_parts(used, self._idle(charges, hours, used), self.pools, self.classes.idle)
+        idle = self._idle(charges, periods, hours, used)
+        return _pool_parts(used, idle, self.pools, self.classes.idle)
 
-    def _idle(self, charges: pl.DataFrame, hours: pl.DataFrame, used: pl.DataFrame) -> pl.DataFrame:
+    def _idle(
+        self, charges: pl.DataFrame, periods: pl.DataFrame, hours: pl.DataFrame, used: pl.DataFrame
+    ) -> pl.DataFrame:
         """Provisioned minus used GPU-microseconds per pool period, for pools that measure their capacity.
 
         Billing: distinct billed resources (Usage lines) × GPUs per resource × the period's length.
@@ -856,11 +866,12 @@ class _Engine:
         gpu_pools = self.pools.filter(pl.col("_gpus").is_not_null()).select("rule_id", "_gpus")
         micros = (pl.col("slice_end") - pl.col("slice_start")).dt.total_microseconds().cast(pl.Int128)
         billed = (
-            charges.select(*PERIOD, "ChargeCategory", "ResourceId")
+            charges.select("_period", "rule_id", "ChargeCategory", "ResourceId")
             .filter((pl.col("ChargeCategory") == "Usage") & pl.col("ResourceId").is_not_null())
             .join(gpu_pools, on="rule_id", how="inner")
-            .group_by(PERIOD)
+            .group_by("_period")
             .agg(pl.col("ResourceId").n_unique().cast(pl.Int128).alias("resources"), pl.col("_gpus").first())
+            .join(periods, on="_period", how="inner")
             .select(*PERIOD, capacity=pl.col("resources") * pl.col("_gpus") * micros)
         )
         measured = (
@@ -1069,12 +1080,13 @@ def _weights_basis(charges: pl.DataFrame, weights: pl.DataFrame) -> pl.DataFrame
     """Each feature's attributed pool cost per day, from the pools' weights and each period's total amount.
 
     It is the cost before each charge's sub-unit rounding: a weight for overhead, not a booked amount.
+    Both frames carry ``_period`` (see ``_Engine._pooled``).
     """
-    totals = charges.group_by(PERIOD).agg(pl.col("eff_units").sum().alias("_amount"))
+    totals = charges.group_by("_period").agg(pl.col("eff_units").sum().alias("_amount"))
     share = (pl.col("_amount") * (pl.col("_upto") - pl.col("_before"))) // pl.col("_total")
     return (
         weights.filter(pl.col("feature") != IDLE)
-        .join(totals, on=PERIOD, how="inner")
+        .join(totals, on="_period", how="inner")
         .group_by(
             charge_date=pl.col("slice_start").dt.date(),
             rule_id="rule_id",
