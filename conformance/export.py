@@ -290,7 +290,7 @@ class Case:
     criteria: tuple[str, ...]
     about: str
     # False: exported and validated on request (``python -m conformance.run ... <case>``) but not by
-    # ``make conformance`` yet, because the connector still has undocumented failures to fix (PENDING).
+    # ``make conformance`` yet: the connector still has undocumented failures (a comment on its entry says which).
     gating: bool = True
 
 
@@ -332,10 +332,6 @@ CASES: dict[str, Case] = {
 }
 GATING = [name for name, case in CASES.items() if case.gating]
 """The cases ``make conformance`` runs (and must pass)."""
-
-# Not gating yet: what focus-validator 2.2.1 still finds in a connector's output (rule: rows), to fix in the
-# connector or to document in docs/validator-defects.md. Empty: every case gates.
-PENDING: dict[str, str] = {}
 
 
 # --- writing the files ----------------------------------------------------------------------------

@@ -979,7 +979,7 @@ def _checks(period: BillingPeriod, spell: Callable[[str], str]) -> list[tuple[pl
 
 
 def _focus_rows(lines: pl.DataFrame, tags: TagSets | None = None) -> pl.DataFrame:
-    frame = _with_tags(_with_costs_and_quantities(lines), TagSets() if tags is None else tags)
+    frame = (TagSets() if tags is None else tags).add_to(_with_costs_and_quantities(lines))
     focus = frame.select(
         *_focus_columns(), _unused_effective_cost().alias("_unused"), _unused_quantity().alias("_unused_qty")
     )
@@ -1487,11 +1487,6 @@ class TagSets:
 
     def _lookup(self, sets: pl.DataFrame) -> pl.DataFrame:
         return sets.join(self.known, on=_TAG_COLUMNS, how="left", maintain_order="left", nulls_equal=True)
-
-
-def _with_tags(frame: pl.DataFrame, tags: TagSets) -> pl.DataFrame:
-    """Add ``Tags`` and the ``Name`` tag, built once per distinct tag set (lines repeat them a lot)."""
-    return tags.add_to(frame)
 
 
 def _tags_json(sets: pl.DataFrame) -> pl.Series:

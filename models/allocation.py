@@ -176,17 +176,19 @@ def allocate_batches(
 
         # Batches are independent: `workers` of them run at once (polars releases the GIL, and many of its
         # steps use one core at a batch's size). They are yielded in order: the rows do not depend on it.
-        running: deque[Future[pl.DataFrame]] = deque()
-        for first, last in _day_ranges(counts, batch_rows):
-            running.append(pool.submit(days, first, last))
-            if len(running) >= workers:
-                done = running.popleft().result()
-                if done.height:
-                    yield done
-        while running:
-            done = running.popleft().result()
-            if done.height:
-                yield done
+        submitted = (pool.submit(days, first, last) for first, last in _day_ranges(counts, batch_rows))
+        yield from (done for done in _in_order(submitted, workers) if done.height)
+
+
+def _in_order(futures: Iterator[Future[pl.DataFrame]], running: int) -> Iterator[pl.DataFrame]:
+    """The results of ``futures`` in order, taking the next one only while fewer than ``running`` are pending."""
+    pending: deque[Future[pl.DataFrame]] = deque()
+    for future in futures:
+        pending.append(future)
+        if len(pending) >= running:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _charge_days(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame, pl.DataFrame]:

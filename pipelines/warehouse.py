@@ -130,32 +130,31 @@ class Warehouse(dg.ConfigurableResource):
         none; the next load of a partition fills them), so upgrading never needs a rebuilt warehouse.
         """
         with self.transaction() as conn:
-            for name in sql.files("ddl"):
-                for statement in sql.statements(sql.read(name)):
-                    conn.exec_driver_sql(statement)
-                    self._add_missing_columns(conn, statement)
-            for name in sql.files("views"):
-                for statement in sql.statements(sql.read(name)):
-                    conn.exec_driver_sql(statement)
+            self._add_missing_columns(conn, self._run_files(conn, "ddl"))
+            self._run_files(conn, "views")
 
-    def _add_missing_columns(self, conn: sa.Connection, statement: str) -> None:
-        created = sql.created_columns(statement, "postgres" if self.dialect == "postgresql" else "duckdb")
-        if created is None:
-            return
-        table, columns = created
-        present = {
-            row[0]
-            for row in conn.execute(
-                sa.text(
-                    "SELECT column_name FROM information_schema.columns"
-                    " WHERE table_name = :t AND table_schema = current_schema()"
-                ),
-                {"t": table},
-            )
-        }
-        for column, kind in columns:
-            if column not in present:
-                conn.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
+    @staticmethod
+    def _run_files(conn: sa.Connection, folder: str) -> list[str]:
+        """Execute every statement of ``sql/<folder>``, in order; returns them."""
+        statements = [s for name in sql.files(folder) for s in sql.statements(sql.read(name))]
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        return statements
+
+    def _add_missing_columns(self, conn: sa.Connection, ddl: list[str]) -> None:
+        present: dict[str, set[str]] = {}
+        query = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        for table, column in conn.execute(sa.text(query)):
+            present.setdefault(table, set()).add(column)
+        dialect = "postgres" if self.dialect == "postgresql" else "duckdb"
+        for statement in ddl:
+            created = sql.created_columns(statement, dialect)
+            if created is None:
+                continue
+            table, columns = created
+            for column, kind in columns:
+                if column not in present.get(table, set()):
+                    conn.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
 
     def execute(self, statement: str, conn: sa.Connection | None = None, **params: Any) -> None:
         if conn is None:

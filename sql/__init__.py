@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-import sqlglot
-from sqlglot import exp
-
 
 def read(name: str) -> str:
     """The text of ``sql/<name>`` (e.g. ``transform/feature_costs_daily.sql``)."""
@@ -27,6 +24,10 @@ def statements(text: str) -> list[str]:
 
 def created_columns(statement: str, dialect: str) -> tuple[str, list[tuple[str, str]]] | None:
     """(table, [(column, type in ``dialect``)]) of a ``CREATE TABLE`` statement, else None."""
+    # Imported here: only ensure_schema parses DDL, and sqlglot takes a tenth of a second to import.
+    import sqlglot
+    from sqlglot import exp
+
     created = sqlglot.parse_one(statement, read="duckdb")
     if not isinstance(created, exp.Create) or created.args.get("kind") != "TABLE":
         return None
