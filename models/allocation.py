@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
+import polars.selectors as cs
 
 from models.config import (
     PRICE_PLACES,
@@ -56,8 +57,8 @@ from models.money import (
     UNIT,
     check_amounts,
     cumulative_part,
-    from_units,
     to_units,
+    units_to_money,
     weight_divisor,
 )
 from models.usage import USAGE_KEYS, USAGE_MEASURES
@@ -710,7 +711,8 @@ class _Engine:
         used = _usage_columns(usage.lazy()).with_columns(pl.col("hour").cast(TIMESTAMP)).collect()
         # Every pool's aggregation in one collect_all: one call into polars, not one per pool.
         hourly = pl.collect_all([self._hourly_use(p, used) for p in config.pools])
-        self.hourly = pl.concat(hourly) if hourly else pl.DataFrame(schema=HOURLY_SCHEMA)
+        # Sorted by hour: a batch takes its hours as a slice (no pass over the month).
+        self.hourly = (pl.concat(hourly) if hourly else pl.DataFrame(schema=HOURLY_SCHEMA)).sort("hour")
         measured = [p for p in config.pools if p.capacity == "telemetry"]
         provisioned = pl.collect_all([self._provisioned(p, used) for p in measured])
         self.provisioned = pl.concat(provisioned) if provisioned else pl.DataFrame(schema=PROVISIONED_SCHEMA)
@@ -805,7 +807,6 @@ class _Engine:
         weights = self._pool_weights(charges, periods)
         if weights.is_empty():
             return [_finish(self._unallocated(charges, ":no_usage"))], pl.DataFrame(schema=BASIS_SCHEMA)
-        weights = weights.join(periods, on=PERIOD, how="left", maintain_order="left")
         return self._split_by(charges, weights, ["_period"], ":no_usage"), _weights_basis(charges, weights)
 
     def _split_by(
@@ -839,33 +840,43 @@ class _Engine:
         return parts
 
     def _pool_weights(self, charges: pl.DataFrame, periods: pl.DataFrame) -> pl.DataFrame:
-        """Per pool and period of the batch's pool charges: one row per part, with its running weights."""
+        """Per pool and period of the batch's pool charges: one row per part, with its running weights.
+
+        Each step is a lazy query, collected once (polars does not share a subplan read twice): on a day's
+        few hundred periods, a call into polars per operation costs more than the operation.
+        """
         last = pl.col("slice_end") - timedelta(microseconds=1)
-        hours = periods.with_columns(
-            hour=pl.datetime_ranges(pl.col("slice_start").dt.truncate("1h"), last, "1h", closed="both")
-        ).explode("hour")
-        # The month's usage is cut to the batch's hours first: the join then hashes a day of it, not all.
-        span = hours.select(pl.col("hour").min().alias("lo"), pl.col("hour").max().alias("hi")).row(0)
-        hourly = self.hourly.filter(pl.col("hour").is_between(*span)) if span[0] is not None else self.hourly
-        used = (
-            hours.join(hourly, on=["rule_id", "hour"], how="inner")
-            .group_by(*PERIOD, "feature", "environment")
-            .agg(pl.col("weight").sum())
-            .join(self.pools, on="rule_id", how="left")
+        hours = (
+            periods.lazy()
+            .with_columns(hour=pl.datetime_ranges(pl.col("slice_start").dt.truncate("1h"), last, "1h", closed="both"))
+            .explode("hour")
         )
-        used = used.with_columns(cost_class=pl.coalesce("_pool_class", self.feature_class))
-        idle = self._idle(charges, periods, hours, used)
-        return _pool_parts(used, idle, self.pools, self.classes.idle)
+        # The month's usage is cut to the batch's hours first: the join then hashes a day of it, not all.
+        lo, hi = periods.select(pl.col("slice_start").min().dt.truncate("1h"), last.max()).row(0)
+        hour = self.hourly.get_column("hour")
+        first, end = hour.search_sorted(lo, side="left"), hour.search_sorted(hi, side="right")
+        hourly = self.hourly.slice(first, max(end - first, 0))
+        used = (
+            hours.join(hourly.lazy(), on=["rule_id", "hour"], how="inner")
+            .group_by("_period", "feature", "environment")
+            .agg(pl.col("weight").sum())
+            .join(periods.lazy(), on="_period", how="inner")
+            .join(self.pools.lazy(), on="rule_id", how="left")
+            .with_columns(cost_class=pl.coalesce("_pool_class", self.feature_class))
+            .collect(engine="in-memory")
+        )
+        idle = self._idle(charges.lazy(), periods.lazy(), hours, used.lazy()).collect(engine="in-memory")
+        return _pool_parts(used.lazy(), idle.lazy(), self.pools.lazy(), self.classes.idle).collect(engine="in-memory")
 
     def _idle(
-        self, charges: pl.DataFrame, periods: pl.DataFrame, hours: pl.DataFrame, used: pl.DataFrame
-    ) -> pl.DataFrame:
+        self, charges: pl.LazyFrame, periods: pl.LazyFrame, hours: pl.LazyFrame, used: pl.LazyFrame
+    ) -> pl.LazyFrame:
         """Provisioned minus used GPU-microseconds per pool period, for pools that measure their capacity.
 
         Billing: distinct billed resources (Usage lines) × GPUs per resource × the period's length.
         Telemetry: the pool's usage rows' gpu_seconds_provisioned over the period's hours.
         """
-        gpu_pools = self.pools.filter(pl.col("_gpus").is_not_null()).select("rule_id", "_gpus")
+        gpu_pools = self.pools.lazy().filter(pl.col("_gpus").is_not_null()).select("rule_id", "_gpus")
         micros = (pl.col("slice_end") - pl.col("slice_start")).dt.total_microseconds().cast(pl.Int128)
         billed = (
             charges.select("_period", "rule_id", "ChargeCategory", "ResourceId")
@@ -874,17 +885,22 @@ class _Engine:
             .group_by("_period")
             .agg(pl.col("ResourceId").n_unique().cast(pl.Int128).alias("resources"), pl.col("_gpus").first())
             .join(periods, on="_period", how="inner")
-            .select(*PERIOD, capacity=pl.col("resources") * pl.col("_gpus") * micros)
+            .select("_period", capacity=pl.col("resources") * pl.col("_gpus") * micros)
         )
         measured = (
-            hours.join(self.provisioned, on=["rule_id", "hour"], how="inner")
-            .group_by(PERIOD)
+            hours.join(self.provisioned.lazy(), on=["rule_id", "hour"], how="inner")
+            .group_by("_period")
             .agg(pl.col("provisioned").sum().alias("capacity"))
         )
         capacity = pl.concat([billed, measured])
-        busy = used.group_by(PERIOD).agg(pl.col("weight").sum().alias("busy"))
+        busy = used.group_by("_period").agg(pl.col("weight").sum().alias("busy"))
         idle = pl.max_horizontal(pl.col("capacity") - pl.col("busy").fill_null(0), pl.lit(0, pl.Int128))
-        return capacity.join(busy, on=PERIOD, how="left").select(*PERIOD, idle=idle).filter(pl.col("idle") > 0)
+        return (
+            capacity.join(busy, on="_period", how="left")
+            .select("_period", idle=idle)
+            .filter(pl.col("idle") > 0)
+            .join(periods, on="_period", how="inner")
+        )
 
     # Overhead and spread unused commitments ------------------------------------------------------------
 
@@ -947,7 +963,7 @@ class _Engine:
             _shown_total=pl.col("weight").sum(),
             _unit=pl.lit(ONE / scale, DRIVER_NUMBER),
         )
-        return _running(frame, group=[]), ["rule_id"]
+        return _running(frame.lazy(), group=[]).collect(), ["rule_id"]
 
 
 HOURLY_SCHEMA = {
@@ -983,15 +999,17 @@ def _taken_whole() -> dict[str, pl.Expr]:
     }
 
 
-def _pool_parts(used: pl.DataFrame, idle: pl.DataFrame, pools: pl.DataFrame, idle_class: str) -> pl.DataFrame:
+def _pool_parts(used: pl.LazyFrame, idle: pl.LazyFrame, pools: pl.LazyFrame, idle_class: str) -> pl.LazyFrame:
     """Running weights of the pools' parts per period: features (shared), then idle, kept or spread.
 
     Spread idle is one level: feature f's shared part weighs ``w_f · busy`` and its idle part
     ``w_f · idle``, out of ``busy · (busy + idle)``: the busy share split by use plus the idle share
     split by the same use. A period nobody used keeps its idle whole (there is no use to spread it by).
     """
-    busy_by_period = used.group_by(PERIOD).agg(pl.col("weight").sum().alias("_busy"))
-    used = used.join(idle, on=PERIOD, how="left").join(busy_by_period, on=PERIOD, how="left")
+    busy_by_period = used.group_by("_period").agg(pl.col("weight").sum().alias("_busy"))
+    used = used.join(idle.select("_period", "idle"), on="_period", how="left").join(
+        busy_by_period, on="_period", how="left"
+    )
     used = used.with_columns(pl.col("idle").fill_null(0))
     capacity = pl.col("_busy") + pl.col("idle")
     keep = used.filter(~pl.col("_spread")).with_columns(
@@ -1009,7 +1027,7 @@ def _pool_parts(used: pl.DataFrame, idle: pl.DataFrame, pools: pl.DataFrame, idl
     )
     kept_idle = (
         idle.join(pools, on="rule_id", how="left")
-        .join(busy_by_period, on=PERIOD, how="left")
+        .join(busy_by_period, on="_period", how="left")
         .filter(~pl.col("_spread") | pl.col("_busy").is_null())
         .with_columns(
             feature=pl.lit(IDLE),
@@ -1022,6 +1040,7 @@ def _pool_parts(used: pl.DataFrame, idle: pl.DataFrame, pools: pl.DataFrame, idl
         )
     )
     columns = [
+        "_period",
         *PERIOD,
         "feature",
         "environment",
@@ -1036,10 +1055,10 @@ def _pool_parts(used: pl.DataFrame, idle: pl.DataFrame, pools: pl.DataFrame, idl
     frame = pl.concat(
         [f.select(columns) for f in (keep, spread_shared, spread_idle, kept_idle)], how="vertical_relaxed"
     )
-    return _running(frame, group=PERIOD)
+    return _running(frame, group=["_period"])
 
 
-def _running(frame: pl.DataFrame, group: list[str]) -> pl.DataFrame:
+def _running(frame: pl.LazyFrame, group: list[str]) -> pl.LazyFrame:
     """Order parts (kind, feature, environment) inside each group; add running weights and display columns.
 
     ``frame`` has ``weight`` (what splits), ``_use`` and ``_shown_total`` (the driver quantities shown)
@@ -1062,7 +1081,7 @@ def _running(frame: pl.DataFrame, group: list[str]) -> pl.DataFrame:
             share=(w.cast(pl.Float64) / total.cast(pl.Float64)).round(12).cast(DRIVER_NUMBER),
         )
         .drop("_use", "_shown_total", "_unit", "weight")
-        .with_columns(pl.col(c).cast(LABEL) for c in LABELS if c in frame.columns)
+        .with_columns(cs.by_name(LABELS, require_all=False).cast(LABEL))
     )
 
 
@@ -1146,9 +1165,8 @@ def _proportional(basis: pl.DataFrame, specs: list[_Proportional]) -> pl.DataFra
             _shown_total=pl.col("weight").sum().over(group),
             _unit=pl.lit(UNIT, DRIVER_NUMBER),
         )
-        .collect()
     )
-    return rows if rows.is_empty() else _running(rows, group=group)
+    return _running(rows, group=group).collect()
 
 
 def _bounded(weights: pl.DataFrame, charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -1221,8 +1239,8 @@ def _finish(parts: pl.DataFrame, same_amounts: bool = False) -> pl.DataFrame:
     """
     present = set(parts.columns)
 
-    def money(part: str) -> pl.Expr:
-        return from_units(pl.col(part)) if part in present else pl.lit(Decimal(0), MONEY)
+    def money(part: str) -> pl.Series | pl.Expr:
+        return units_to_money(parts.get_column(part)) if part in present else pl.lit(Decimal(0), MONEY)
 
     rows = parts.select(
         "x_charge_id",

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.money import MAX_UNITS, SplitOverflow, check_amounts, from_units, split_units, to_units
+from models.money import (
+    MAX_UNITS,
+    SplitOverflow,
+    check_amounts,
+    from_units,
+    split_units,
+    to_units,
+    units_to_money,
+)
 
 
 def split(amount: int, weights: list[int]) -> list[int]:
@@ -86,7 +94,41 @@ def test_units_round_trip_exactly() -> None:
     assert frame["back"].to_list() == [Decimal("0.000000000001"), Decimal("-123456789.123456789123"), Decimal("0")]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-MAX_UNITS, MAX_UNITS)), max_size=40), st.integers(0, 5))
+def test_units_to_money_reads_the_units_as_amounts(units: list[int | None], offset: int) -> None:
+    """The buffer handed over as Decimal(38, 12) is the amounts of ``from_units``: nulls, signs, slices, chunks."""
+    series = pl.Series("u", units, dtype=pl.Int128)
+    chunked = pl.concat([series, series.slice(offset)], rechunk=False)
+    for given_units in (series, series.slice(offset), chunked):
+        expected = given_units.to_frame().select(from_units(pl.col("u"))).to_series()
+        money = units_to_money(given_units)
+        assert money.dtype == pl.Decimal(38, 12)
+        assert money.name == "u"
+        assert money.to_list() == expected.to_list()
+
+
+def test_units_to_money_exact_values() -> None:
+    money = units_to_money(pl.Series("part", [1, -123456789123456789123, None, MAX_UNITS], dtype=pl.Int128))
+    assert money.to_list() == [
+        Decimal("0.000000000001"),
+        Decimal("-123456789.123456789123"),
+        None,
+        Decimal(f"{MAX_UNITS}e-12"),
+    ]
+
+
 def test_an_amount_too_large_to_split_exactly_is_refused() -> None:
     check_amounts(MAX_UNITS - 1)
     with pytest.raises(SplitOverflow, match="too large to split exactly"):
         check_amounts(MAX_UNITS)
+
+
+def test_units_to_money_falls_back_to_arithmetic_for_another_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A polars exporting Int128 under another Arrow format gets ``from_units``, and the export is released."""
+    import models.money as money
+
+    monkeypatch.setattr(money, "_POLARS_INT128", b"not-polars-int128")
+    result = money.units_to_money(pl.Series("part", [5, None, -2], dtype=pl.Int128))
+    assert result.dtype == pl.Decimal(38, 12)
+    assert result.to_list() == [Decimal("0.000000000005"), None, Decimal("-0.000000000002")]
