@@ -908,29 +908,27 @@ class _Engine:
         """Each overhead rule's charges split by its weights for the charge's day (or unallocated)."""
         parts = []
         charges = charges.drop("feature", "environment")
-        daily = ["rule_id", "charge_date"]
-        groups = sorted(charges.partition_by("rule_id", as_dict=True).items())
+        rules = sorted(charges.get_column("rule_id").unique().cast(pl.String).to_list())
         # Rules weighted per day by cost get their weights in one pass and are split together, in one
         # join: per rule, the fixed cost of the many small steps outweighs the work at a day's worth.
-        proportional = [str(r) for (r,), _ in groups if self._proportional_rule(str(r))]
+        proportional = [r for r in rules if self._proportional_rule(r)]
         weights = _proportional(basis, [self._proportional_spec(r) for r in proportional]) if proportional else None
-        with_basis = set() if weights is None else set(weights["rule_id"].unique().to_list())
-        by_day: list[pl.DataFrame] = []
-        for (rule_id,), mine in groups:
-            if str(rule_id) in with_basis:
-                by_day.append(mine)
-                continue
-            if self._proportional_rule(str(rule_id)):
-                parts.append(_finish(self._unallocated(mine, ":no_basis")))
-                continue
-            fixed, keys = self._overhead_weights(str(rule_id))
+        with_basis = [] if weights is None else weights.get_column("rule_id").unique().cast(pl.String).to_list()
+        rule = pl.col("rule_id")
+        without = [r for r in proportional if r not in with_basis]
+        if without:
+            parts.append(_finish(self._unallocated(charges.filter(rule.is_in(without)), ":no_basis")))
+        for rule_id in (r for r in rules if r not in proportional):
+            mine = charges.filter(rule == rule_id)
+            fixed, keys = self._overhead_weights(rule_id)
             if fixed.is_empty():
                 parts.append(_finish(self._unallocated(mine, ":no_basis")))
                 continue
             labelled = fixed.with_columns(rule_id=pl.lit(rule_id).cast(LABEL))
             parts.extend(self._split_by(mine, labelled, keys, ":no_basis"))
-        if weights is not None and by_day:
-            parts.extend(self._split_by(pl.concat(by_day), weights, daily, ":no_basis"))
+        if with_basis:
+            daily = ["rule_id", "charge_date"]
+            parts.extend(self._split_by(charges.filter(rule.is_in(with_basis)), weights, daily, ":no_basis"))
         return parts
 
     def _proportional_rule(self, rule_id: str) -> bool:
