@@ -104,8 +104,8 @@ SLICE_COLUMNS = (
     "eff_units",
     "bill_units",
     "rule_id",
-    "feature",
-    "environment",
+    "_ftag",
+    "_etag",
     "ResourceId",
     "rule_index",
 )
@@ -502,13 +502,8 @@ class RuleOrder:
         return len(self.ids) - 1
 
 
-def classify(charges: pl.DataFrame, config: AllocationConfig) -> pl.DataFrame:
-    """Add ``rule_id``/``rule_index`` (the rule that takes each charge) and ``feature``/``environment`` where named."""
-    return _Classifier(config)(charges)
-
-
 class _Classifier:
-    """``classify`` with its expressions built once: they depend on the rules only, not on the charges.
+    """The rule that takes each charge, with its expressions built once (they depend on the rules only).
 
     An engine classifies a month a day at a time; building the expressions of every rule for each batch
     cost a tenth of a batch's time, with Python's lock held (the other batch's thread waits).
@@ -550,19 +545,18 @@ class _Classifier:
         self.index = index.otherwise(pl.lit(order.unmatched, pl.Int32))
         first_other = order.first_direct
         direct = {first_other + i: r for i, r in enumerate(config.direct)}
-        is_tag = (pl.col("_rule") >= 1) & (pl.col("_rule") < first_other)
-        named = is_tag | pl.col("_rule").is_in(list(direct))
-        tag_feature = pl.col("_ftag") if self.tagged else pl.lit(None, pl.String)
-        tag_environment = pl.col("_etag") if self.tagged else pl.lit(None, pl.String)
+        # A gather from the (small) categorical of rule ids, not a string per row cast to categorical.
+        self.rule_id = pl.lit(pl.Series(order.ids, dtype=LABEL)).gather(pl.col("rule_index"))
+        rule = pl.col("rule_index")
+        is_tag = (rule >= 1) & (rule < first_other)
+        named = is_tag | rule.is_in(list(direct))
         by_direct = {i: r.feature for i, r in direct.items()}
         env_direct = {i: r.environment for i, r in direct.items() if r.environment}
+        # What a charge taken by a tag or a direct rule is labelled (read by the engine once per distinct
+        # rule and tag values, not per charge).
         self.labels = {
-            # A gather from the (small) categorical of rule ids, not a string per row cast to categorical.
-            "rule_id": pl.lit(pl.Series(order.ids, dtype=LABEL)).gather(pl.col("_rule")),
-            "feature": pl.when(is_tag).then(tag_feature).otherwise(_lookup(pl.col("_rule"), by_direct, None)),
-            "environment": pl.when(named).then(
-                pl.coalesce(_lookup(pl.col("_rule"), env_direct, None), tag_environment)
-            ),
+            "feature": pl.when(is_tag).then(pl.col("_ftag")).otherwise(_lookup(rule, by_direct, None)),
+            "environment": pl.when(named).then(pl.coalesce(_lookup(rule, env_direct, None), pl.col("_etag"))),
         }
 
     def with_tags(self, charges: pl.DataFrame) -> pl.DataFrame:
@@ -580,9 +574,13 @@ class _Classifier:
         return charges.join(values, on="Tags", how="left", maintain_order="left")
 
     def __call__(self, charges: pl.DataFrame) -> pl.DataFrame:
-        classified = self.with_tags(charges).with_columns(_rule=self.index).with_columns(**self.labels)
-        added = [c for c in classified.columns if c.startswith(("_tag:", "_run:")) or c in ("_ftag", "_etag")]
-        return classified.rename({"_rule": "rule_index"}).drop(added)
+        """Add ``rule_index``/``rule_id`` (the rule that takes each charge) and the feature and environment
+        tag values ``_ftag``/``_etag`` (null without tags)."""
+        tagged = self.with_tags(charges)
+        if not self.tagged:
+            tagged = tagged.with_columns(_ftag=pl.lit(None, pl.String), _etag=pl.lit(None, pl.String))
+        classified = tagged.with_columns(rule_index=self.index).with_columns(rule_id=self.rule_id)
+        return classified.drop(c for c in classified.columns if c.startswith(("_tag:", "_run:")))
 
 
 # --- classification COGS / R&D / OpEx ------------------------------------------------------------------
@@ -762,25 +760,43 @@ class _Engine:
         return pl.concat(parts)
 
     def _whole(self, charges: pl.DataFrame) -> pl.DataFrame:
-        """Charges taken whole: tags, direct rules, unused commitment (kept), unmatched."""
+        """Charges taken whole: tags, direct rules, unused commitment (kept), unmatched.
+
+        The labels are worked out once per distinct rule and tag values, and joined back as categoricals:
+        string expressions on every charge cost more than the rest of its way through.
+        """
         index = pl.col("rule_index")
         unused, unmatched = index == 0, index == self.order.unmatched
         first = self.order.first_direct
         overrides = {first + i: r.cost_class for i, r in enumerate(self.config.direct) if r.cost_class}
-        return charges.with_columns(
-            feature=pl.when(unused).then(pl.lit(IDLE)).when(unmatched).then(pl.lit(UNALLOCATED)).otherwise("feature"),
-            allocation_kind=pl.when(unused)
-            .then(pl.lit("idle"))
-            .when(unmatched)
-            .then(pl.lit("unallocated"))
-            .otherwise(pl.lit("direct")),
-            cost_class=pl.when(unused)
-            .then(pl.lit(self.classes.idle))
-            .when(unmatched)
-            .then(pl.lit(self.classes.unallocated))
-            .otherwise(pl.coalesce(_lookup(index, overrides, None), self.feature_class)),
-            **_taken_whole(),
+        keys = ["rule_index", "_ftag", "_etag"]
+        labels = (
+            charges.lazy()
+            .select(keys)
+            .unique()
+            .with_columns(**self.classify.labels)
+            .with_columns(
+                feature=pl.when(unused)
+                .then(pl.lit(IDLE))
+                .when(unmatched)
+                .then(pl.lit(UNALLOCATED))
+                .otherwise("feature"),
+                allocation_kind=pl.when(unused)
+                .then(pl.lit("idle"))
+                .when(unmatched)
+                .then(pl.lit("unallocated"))
+                .otherwise(pl.lit("direct")),
+                cost_class=pl.when(unused)
+                .then(pl.lit(self.classes.idle))
+                .when(unmatched)
+                .then(pl.lit(self.classes.unallocated))
+                .otherwise(pl.coalesce(_lookup(index, overrides, None), self.feature_class)),
+            )
+            .with_columns(pl.col("feature", "environment", "allocation_kind", "cost_class").cast(LABEL))
+            .collect(engine="in-memory")
         )
+        joined = charges.join(labels, on=keys, how="left", maintain_order="left", nulls_equal=True)
+        return joined.drop("_ftag", "_etag").with_columns(**_taken_whole())
 
     def _unallocated(self, charges: pl.DataFrame, suffix: str) -> pl.DataFrame:
         """Charges a pool or overhead rule took but could not split: whole, ``unallocated``, rule suffixed."""
@@ -799,7 +815,7 @@ class _Engine:
         """Pool charges split by their pools' weights (finished rows), and the cost they give each feature."""
         if charges.is_empty():
             return [], pl.DataFrame(schema=BASIS_SCHEMA)
-        charges = charges.drop("feature", "environment")
+        charges = charges.drop("_ftag", "_etag")
         # One integer per (pool, period): what groups or joins the charges by period uses it, not three
         # columns hashed as rows, each time.
         periods = charges.select(PERIOD).unique(maintain_order=True).with_row_index("_period")
@@ -907,7 +923,7 @@ class _Engine:
     def _overhead(self, charges: pl.DataFrame, basis: pl.DataFrame) -> list[pl.DataFrame]:
         """Each overhead rule's charges split by its weights for the charge's day (or unallocated)."""
         parts = []
-        charges = charges.drop("feature", "environment")
+        charges = charges.drop("_ftag", "_etag")
         rules = sorted(charges.get_column("rule_id").unique().cast(pl.String).to_list())
         # Rules weighted per day by cost get their weights in one pass and are split together, in one
         # join: per rule, the fixed cost of the many small steps outweighs the work at a day's worth.
