@@ -16,6 +16,7 @@ import ctypes
 from decimal import Decimal
 
 import polars as pl
+import pyarrow as pa  # imported up front: in a batch it would hold the lock every worker needs
 
 from models.focus import MONEY, MONEY_SCALE
 
@@ -50,8 +51,6 @@ def units_to_money(units: pl.Series) -> pl.Series:
     ``from_units`` costs more than splitting them. A polars that exports Int128 differently gets
     ``from_units``.
     """
-    import pyarrow as pa
-
     units = units.rechunk() if units.n_chunks() > 1 else units
     schema, array = _ArrowSchema(), _ArrowArray()
     units._s._export_arrow_to_c(ctypes.addressof(array), ctypes.addressof(schema))
