@@ -197,23 +197,25 @@ def _charge_days(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame, pl.DataF
 
     Few charges are cut by day or start before their month: they are read once, up front, as slices.
     The rest is read batch by batch with a plain range on ChargePeriodStart (Parquet row groups skipped).
+    The counts only size the batches: one pass over the billing months and start days gives them, with
+    the few charges cut by day counted on their start day as well.
     """
-    months = lf.select(pl.col("x_billing_period").unique()).collect().to_series().to_list()
-    cut, early, month_day = _calendar(months)
+    per_day = (
+        lf.group_by("x_billing_period", charge_date=pl.col("ChargePeriodStart").dt.date())
+        .len()
+        .collect()
+    )
+    cut, early, month_day = _calendar(per_day.get_column("x_billing_period").unique().to_list())
     ready = pl.concat(
         [daily_slices(lf.filter(cut).collect()), whole_slices(lf.filter(early & ~cut).collect(), month_day)]
     )
-    single = lf.filter(~cut & ~early)
     counts = (
-        single.group_by(charge_date=pl.col("ChargePeriodStart").dt.date())
-        .len()
-        .collect()
-        .vstack(ready.group_by("charge_date").len().cast({"len": pl.UInt32}))
+        pl.concat([per_day.select("charge_date", "len"), ready.group_by("charge_date").len()], how="vertical_relaxed")
         .group_by("charge_date")
         .agg(pl.col("len").sum())
         .sort("charge_date")
     )
-    return single, ready, counts
+    return lf.filter(~cut & ~early), ready, counts
 
 
 def _calendar(months: list[str | None]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
