@@ -177,8 +177,10 @@ def allocate_batches(
 
         # Batches are independent: `workers` of them run at once (polars releases the GIL, and many of its
         # steps use one core at a batch's size). They are yielded in order: the rows do not depend on it.
+        # One more is queued, so a worker starts it as soon as it is free, not when the caller has written
+        # the batch before.
         submitted = (pool.submit(days, first, last) for first, last in _day_ranges(counts, batch_rows))
-        yield from (done for done in _in_order(submitted, workers) if done.height)
+        yield from (done for done in _in_order(submitted, workers + 1) if done.height)
 
 
 def _in_order(futures: Iterator[Future[pl.DataFrame]], running: int) -> Iterator[pl.DataFrame]:
