@@ -202,11 +202,7 @@ def _charge_days(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.DataFrame, pl.DataF
     The counts only size the batches: one pass over the billing months and start days gives them, with
     the few charges cut by day counted on their start day as well.
     """
-    per_day = (
-        lf.group_by("x_billing_period", charge_date=pl.col("ChargePeriodStart").dt.date())
-        .len()
-        .collect()
-    )
+    per_day = lf.group_by("x_billing_period", charge_date=pl.col("ChargePeriodStart").dt.date()).len().collect()
     cut, early, month_day = _calendar(per_day.get_column("x_billing_period").unique().to_list())
     ready = pl.concat(
         [daily_slices(lf.filter(cut).collect()), whole_slices(lf.filter(early & ~cut).collect(), month_day)]
@@ -563,7 +559,7 @@ class _Classifier:
             "environment": pl.when(named).then(pl.coalesce(_lookup(rule, env_direct, None), pl.col("_etag"))),
         }
 
-    def with_tags(self, charges: pl.DataFrame) -> pl.DataFrame:
+    def with_tags(self, charges: pl.LazyFrame) -> pl.LazyFrame:
         """Add what the rules read from Tags, each distinct Tags value parsed and checked once.
 
         ``_ftag``/``_etag``: the first feature/environment tag value present; one ``_run:<i>`` per run of
@@ -571,7 +567,7 @@ class _Classifier:
         when absent or empty) for the keys that rules mixing tags with other conditions read row by row.
         """
         if not self.tagged:
-            return charges
+            return charges.with_columns(_ftag=pl.lit(None, pl.String), _etag=pl.lit(None, pl.String))
         distinct = charges.select(pl.col("Tags").drop_nulls().unique())
         values = distinct.with_columns(self.tag_values).with_columns(self.non_empty)
         values = values.select("Tags", *self.derived, *self.read)
@@ -579,12 +575,15 @@ class _Classifier:
 
     def __call__(self, charges: pl.DataFrame) -> pl.DataFrame:
         """Add ``rule_index``/``rule_id`` (the rule that takes each charge) and the feature and environment
-        tag values ``_ftag``/``_etag`` (null without tags)."""
-        tagged = self.with_tags(charges)
-        if not self.tagged:
-            tagged = tagged.with_columns(_ftag=pl.lit(None, pl.String), _etag=pl.lit(None, pl.String))
-        classified = tagged.with_columns(rule_index=self.index).with_columns(rule_id=self.rule_id)
-        return classified.drop(c for c in classified.columns if c.startswith(("_tag:", "_run:")))
+        tag values ``_ftag``/``_etag`` (null without tags). One query: a call into polars per step costs
+        more than a step on a small batch."""
+        return (
+            self.with_tags(charges.lazy())
+            .with_columns(rule_index=self.index)
+            .with_columns(rule_id=self.rule_id)
+            .drop(cs.starts_with("_tag:", "_run:"))
+            .collect(engine="in-memory")
+        )
 
 
 # --- classification COGS / R&D / OpEx ------------------------------------------------------------------
@@ -1108,10 +1107,12 @@ def _basis(parts: pl.DataFrame | None) -> pl.DataFrame:
     if parts is None or parts.is_empty():
         return pl.DataFrame(schema=BASIS_SCHEMA)
     return (
-        parts.filter(pl.col("allocation_kind") == "direct")
+        parts.lazy()
+        .filter(pl.col("allocation_kind") == "direct")
         .group_by("charge_date", "rule_id", "feature", "environment", "cost_class")
         .agg(pl.col("eff_part").sum().alias("weight"))
         .cast(BASIS_SCHEMA)  # type: ignore[arg-type]
+        .collect(engine="in-memory")
     )
 
 
@@ -1121,10 +1122,11 @@ def _weights_basis(charges: pl.DataFrame, weights: pl.DataFrame) -> pl.DataFrame
     It is the cost before each charge's sub-unit rounding: a weight for overhead, not a booked amount.
     Both frames carry ``_period`` (see ``_Engine._pooled``).
     """
-    totals = charges.group_by("_period").agg(pl.col("eff_units").sum().alias("_amount"))
+    totals = charges.lazy().group_by("_period").agg(pl.col("eff_units").sum().alias("_amount"))
     share = (pl.col("_amount") * (pl.col("_upto") - pl.col("_before"))) // pl.col("_total")
     return (
-        weights.filter(pl.col("feature") != IDLE)
+        weights.lazy()
+        .filter(pl.col("feature") != IDLE)
         .join(totals, on="_period", how="inner")
         .group_by(
             charge_date=pl.col("slice_start").dt.date(),
@@ -1135,6 +1137,7 @@ def _weights_basis(charges: pl.DataFrame, weights: pl.DataFrame) -> pl.DataFrame
         )
         .agg(share.sum().alias("weight"))
         .cast(BASIS_SCHEMA)  # type: ignore[arg-type]
+        .collect(engine="in-memory")
     )
 
 
