@@ -754,10 +754,11 @@ class _Engine:
         phase = pl.when(pooled).then(pl.lit(1, pl.Int8)).when(deferred).then(pl.lit(2, pl.Int8)).otherwise(0)
         split = classified.with_columns(_phase=phase).partition_by("_phase", as_dict=True, include_key=False)
         empty = classified.clear()
-        whole = self._whole(split.get((0,), empty))
-        shared, pool_basis = self._pooled(split.get((1,), empty))
+        del classified  # each frame is let go once used: a batch's peak memory is what it holds at once
+        whole = self._whole(split.pop((0,), empty))
+        shared, pool_basis = self._pooled(split.pop((1,), empty))
         parts = [_finish(whole), *shared]
-        later = split.get((2,), empty)
+        later = split.pop((2,), empty)
         if later.height:
             parts.extend(self._overhead(later, pl.concat([_basis(whole), pool_basis])))
         return pl.concat(parts)
@@ -847,13 +848,19 @@ class _Engine:
         # weights keep their rule (they are unallocated under it).
         dropped = [c for c in keys if c not in CHARGE_PAYLOAD and c not in PART_COLUMNS]
         dropped += ["rule_id"] if "rule_id" in carried else []
-        found = payload.filter(pl.col("_key").is_not_null()).drop(dropped).with_columns(_amounts=AMOUNTS)
-        parts = []
-        for (amounts,), group in sorted(found.partition_by("_amounts", as_dict=True).items()):
-            unread = UNREAD.get(str(amounts), [])
-            joined = group.drop("_amounts", *unread).join(weights, on="_key", how="inner", maintain_order="left_right")
-            parts.append(_finish(_split(joined, str(amounts)), same_amounts=amounts == "same"))
         without = payload.filter(pl.col("_key").is_null())
+        found = payload.filter(pl.col("_key").is_not_null()).drop(dropped).with_columns(_amounts=AMOUNTS)
+        del payload
+        groups = found.partition_by("_amounts", as_dict=True)
+        del found
+        parts = []
+        for key in sorted(groups):
+            amounts = str(key[0])
+            group = groups.pop(key).drop("_amounts", *UNREAD.get(amounts, []))
+            joined = group.join(weights, on="_key", how="inner", maintain_order="left_right")
+            del group
+            parts.append(_finish(_split(joined, amounts), same_amounts=amounts == "same"))
+            del joined
         if without.height:
             parts.append(_finish(self._unallocated(without, lacking)))
         return parts
