@@ -51,7 +51,8 @@ def units_to_money(units: pl.Series) -> pl.Series:
     ``from_units`` costs more than splitting them. A polars that exports Int128 differently gets
     ``from_units``.
     """
-    units = units.rechunk() if units.n_chunks() > 1 else units
+    if units.n_chunks() > 1:  # each chunk is handed over on its own: no copy into one buffer first
+        return pl.concat([units_to_money(chunk) for chunk in units.get_chunks()], rechunk=False)
     schema, array = _ArrowSchema(), _ArrowArray()
     units._s._export_arrow_to_c(ctypes.addressof(array), ctypes.addressof(schema))
     if schema.format != _POLARS_INT128:
