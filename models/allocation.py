@@ -70,7 +70,7 @@ DRIVER_NUMBER = pl.Decimal(38, 12)
 PRICE_SCALE = 10**PRICE_PLACES
 PER_MILLION = 1_000_000
 DAY_US = 86_400_000_000
-BATCH_ROWS = 500_000  # charge slices per batch (whole days): ~1.9 GiB at peak, two batches at once, ~5 parts each
+BATCH_ROWS = 500_000  # charge slices per batch (whole days): ~1.8 GiB at peak, two batches at once, ~5 parts each
 
 CHARGE_COLUMNS = (
     "x_charge_id",
