@@ -99,23 +99,38 @@ def vastai_pages(period: BillingPeriod) -> list[Page]:
     ]  # fmt: skip
 
 
-def vastai_charges(period: BillingPeriod) -> dict[int, list[dict]]:
-    """Day of ``period`` → the charges of that day's answer (tests/test_vastai.py serves day 1 too)."""
+DAY_SECONDS = 86_400
 
-    def ts(day: int, hour: int = 0, minute: int = 0) -> int:
-        return int(datetime(period.start.year, period.start.month, day, hour, minute, tzinfo=UTC).timestamp())
 
-    def charge(day: int, source: str, amount: Any, description: str, items: list[dict], **extra: Any) -> dict:
-        start, end = extra.pop("start", ts(day)), extra.pop("end", ts(day + 1))
+class VastaiCharges:
+    """Builders of ``GET /api/v0/charges/`` results (contract charges and their items) for days of a month."""
+
+    def __init__(self, period: BillingPeriod) -> None:
+        self.period = period
+
+    def ts(self, day: int, hour: int = 0, minute: int = 0) -> int:
+        """Unix seconds of ``day`` of the month at ``hour:minute`` UTC."""
+        start = self.period.start
+        return int(datetime(start.year, start.month, day, hour, minute, tzinfo=UTC).timestamp())
+
+    def charge(
+        self, day: int, source: str | None, amount: Any, description: str, items: list[dict], **extra: Any
+    ) -> dict:
+        """A contract's charge for ``day`` (its window is the whole day unless ``start``/``end`` say otherwise)."""
+        start, end = extra.pop("start", self.ts(day)), extra.pop("end", self.ts(day) + DAY_SECONDS)
         kind, metadata = extra.pop("type", "instance"), extra.pop("metadata", {})
         return {"start": start, "end": end, "type": kind, "source": source, "description": description,
                 "amount": amount, "metadata": metadata, "items": items}  # fmt: skip
 
-    def item(day: int, kind: str, amount: Any, description: str, **extra: Any) -> dict:
-        start, end = extra.pop("start", ts(day)), extra.pop("end", ts(day + 1))
-        return {"start": start, "end": end, "type": kind, "source": None, "description": description,
-                "amount": amount, "metadata": {}, "items": []}  # fmt: skip
+    def item(self, day: int, kind: str, amount: Any, description: str, **extra: Any) -> dict:
+        """One line of a charge: the same shape, without source, metadata or items of its own."""
+        return self.charge(day, None, amount, description, [], type=kind, **extra)
 
+
+def vastai_charges(period: BillingPeriod) -> dict[int, list[dict]]:
+    """Day of ``period`` → the charges of that day's answer (tests/test_vastai.py serves day 1 too)."""
+    answer = VastaiCharges(period)
+    ts, charge, item = answer.ts, answer.charge, answer.item
     qwen = {"template_id": 101, "label": "qwen-serving", "endpoint_id": None, "workergroup_id": None}
     worker = {"template_id": 207, "label": None, "endpoint_id": 19392, "workergroup_id": 25355}
     days = {

@@ -987,7 +987,7 @@ class _Engine:
             _shown_total=pl.col("weight").sum(),
             _unit=pl.lit(ONE / scale, DRIVER_NUMBER),
         )
-        return _running(frame.lazy(), group=[]).collect(), ["rule_id"]
+        return _running(frame.lazy(), group=[]).collect(engine="in-memory"), ["rule_id"]
 
 
 HOURLY_SCHEMA = {
@@ -1194,7 +1194,7 @@ def _proportional(basis: pl.DataFrame, specs: list[_Proportional]) -> pl.DataFra
             _unit=pl.lit(UNIT, DRIVER_NUMBER),
         )
     )
-    return _running(rows, group=group).collect()
+    return _running(rows, group=group).collect(engine="in-memory")
 
 
 def _bounded(weights: pl.DataFrame, charges: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

@@ -12,11 +12,11 @@ of parts.
 
 from __future__ import annotations
 
-import ctypes
 from decimal import Decimal
 
 import polars as pl
 import pyarrow as pa  # imported up front: in a batch it would hold the lock every worker needs
+from pyarrow.cffi import ffi
 
 from models.focus import MONEY, MONEY_SCALE
 
@@ -46,63 +46,25 @@ def units_to_money(units: pl.Series) -> pl.Series:
     """``from_units`` of a whole Int128 Series without a pass over its values (same result).
 
     Decimal(38, 12) stores each amount as its Int128 count of units, so the Series' buffer already is
-    the Decimal column: it is handed over through the Arrow C data interface, relabelled as Arrow's
-    ``decimal128(38, 12)``, and read back without a copy. Converting tens of millions of parts with
-    ``from_units`` costs more than splitting them. A polars that exports Int128 differently gets
-    ``from_units``.
+    the Decimal column: it is handed over through the Arrow C data interface (pyarrow's own struct
+    definitions, ``pyarrow.cffi``), relabelled as Arrow's ``decimal128(38, 12)``, and read back without a
+    copy. Converting tens of millions of parts with ``from_units`` costs more than splitting them. A
+    polars that exports Int128 differently gets ``from_units``.
     """
     if units.n_chunks() > 1:  # each chunk is handed over on its own: no copy into one buffer first
         return pl.concat([units_to_money(chunk) for chunk in units.get_chunks()], rechunk=False)
-    schema, array = _ArrowSchema(), _ArrowArray()
-    units._s._export_arrow_to_c(ctypes.addressof(array), ctypes.addressof(schema))
-    if schema.format != _POLARS_INT128:
-        _release(schema), _release(array)
+    schema, array = ffi.new("struct ArrowSchema*"), ffi.new("struct ArrowArray*")
+    schema_at, array_at = int(ffi.cast("uintptr_t", schema)), int(ffi.cast("uintptr_t", array))
+    units._s._export_arrow_to_c(array_at, schema_at)
+    if ffi.string(schema.format) != _POLARS_INT128:
+        schema.release(schema), array.release(array)
         return units.to_frame().select(from_units(pl.col(units.name))).to_series()
-    schema.format = _DECIMAL_FORMAT  # the struct's own copy of the string; the exporter frees only its data
-    decimal = pa.Array._import_from_c(ctypes.addressof(array), ctypes.addressof(schema))
-    return pl.Series(units.name, decimal)
-
-
-class _ArrowSchema(ctypes.Structure):
-    """``struct ArrowSchema`` of the Arrow C data interface (arrow.apache.org/docs/format/CDataInterface.html)."""
-
-    _fields_ = (
-        ("format", ctypes.c_char_p),
-        ("name", ctypes.c_char_p),
-        ("metadata", ctypes.c_char_p),
-        ("flags", ctypes.c_int64),
-        ("n_children", ctypes.c_int64),
-        ("children", ctypes.c_void_p),
-        ("dictionary", ctypes.c_void_p),
-        ("release", ctypes.CFUNCTYPE(None, ctypes.c_void_p)),
-        ("private_data", ctypes.c_void_p),
-    )
-
-
-class _ArrowArray(ctypes.Structure):
-    """``struct ArrowArray`` of the Arrow C data interface."""
-
-    _fields_ = (
-        ("length", ctypes.c_int64),
-        ("null_count", ctypes.c_int64),
-        ("offset", ctypes.c_int64),
-        ("n_buffers", ctypes.c_int64),
-        ("n_children", ctypes.c_int64),
-        ("buffers", ctypes.c_void_p),
-        ("children", ctypes.c_void_p),
-        ("dictionary", ctypes.c_void_p),
-        ("release", ctypes.CFUNCTYPE(None, ctypes.c_void_p)),
-        ("private_data", ctypes.c_void_p),
-    )
-
-
-def _release(struct: _ArrowSchema | _ArrowArray) -> None:
-    if struct.release:
-        struct.release(ctypes.addressof(struct))
+    schema.format = _DECIMAL_FORMAT  # the exporter's release frees its own copy, not this pointer
+    return pl.Series(units.name, pa.Array._import_from_c(array_at, schema_at))
 
 
 _POLARS_INT128 = b"_pli128"  # polars' format string for Int128 (Arrow has no 128-bit integer type)
-_DECIMAL_FORMAT = f"d:38,{MONEY_SCALE}".encode()
+_DECIMAL_FORMAT = ffi.new("char[]", f"d:38,{MONEY_SCALE}".encode())
 
 
 def boundary(amount: pl.Expr, upto: pl.Expr, total: pl.Expr) -> pl.Expr:

@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import polars as pl
 import pytest
 
-from conformance.gpu_answers import vastai_charges
+from conformance.gpu_answers import DAY_SECONDS as DAY
+from conformance.gpu_answers import VastaiCharges, vastai_charges
 from connectors import connector, vastai
 from connectors.base import BillingPeriod, SourceError
 from connectors.vastai import Page, days, map_pages
@@ -23,25 +23,8 @@ from tests.fixtures.gpu_clouds.api_server import ApiServer, Reply, Request, malf
 
 KEY = "9f2c4e1a7b3d5f60c8e2a4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a6c8e0b2d4f6"
 PERIOD = BillingPeriod("2025-06")
-DAY = 86_400
-
-
-def ts(day: int, hour: int = 0, minute: int = 0) -> int:
-    return int(datetime(2025, 6, day, hour, minute, tzinfo=UTC).timestamp())
-
-
-def charge(day: int, source: str, amount: Any, description: str, items: list[dict], **extra: Any) -> dict:
-    start, end = extra.pop("start", ts(day)), extra.pop("end", ts(day) + DAY)
-    kind, metadata = extra.pop("type", "instance"), extra.pop("metadata", {})
-    return {"start": start, "end": end, "type": kind, "source": source, "description": description,
-            "amount": amount, "metadata": metadata, "items": items}  # fmt: skip
-
-
-def item(day: int, kind: str, amount: Any, description: str, **extra: Any) -> dict:
-    start, end = extra.pop("start", ts(day)), extra.pop("end", ts(day) + DAY)
-    return {"start": start, "end": end, "type": kind, "source": None, "description": description, "amount": amount,
-            "metadata": {}, "items": []}  # fmt: skip
-
+ANSWER = VastaiCharges(PERIOD)
+ts, charge, item = ANSWER.ts, ANSWER.charge, ANSWER.item
 
 QWEN = {"template_id": 101, "label": "qwen-serving", "endpoint_id": None, "workergroup_id": None}
 CHARGES: dict[int, list[dict]] = {  # day of June → the contracts charged that day, as the API returns them
