@@ -100,6 +100,7 @@ def vastai_pages(period: BillingPeriod) -> list[Page]:
 
 
 DAY_SECONDS = 86_400
+QWEN = {"template_id": 101, "label": "qwen-serving", "endpoint_id": None, "workergroup_id": None}
 
 
 class VastaiCharges:
@@ -126,20 +127,23 @@ class VastaiCharges:
         """One line of a charge: the same shape, without source, metadata or items of its own."""
         return self.charge(day, None, amount, description, [], type=kind, **extra)
 
+    def serving_instance(self, day: int) -> dict:
+        """The qwen-serving instance's charge for a whole day: GPU, storage and bandwidth items."""
+        return self.charge(day, "instance-12345678", Decimal("9.6543"), "Instance 12345678 Charges - 1 day", [
+            self.item(day, "gpu", Decimal("9.336"), "24.000 hours at $0.389/hour"),
+            self.item(day, "storage", Decimal("0.24"), "Storage: 50.0 GB for 24.000 hours"),
+            self.item(day, "bandwidth", Decimal("0.0783"), "Bandwidth: 0.87 GB down, 0.02 GB up"),
+        ], metadata=QWEN)  # fmt: skip
+
 
 def vastai_charges(period: BillingPeriod) -> dict[int, list[dict]]:
     """Day of ``period`` → the charges of that day's answer (tests/test_vastai.py serves day 1 too)."""
     answer = VastaiCharges(period)
     ts, charge, item = answer.ts, answer.charge, answer.item
-    qwen = {"template_id": 101, "label": "qwen-serving", "endpoint_id": None, "workergroup_id": None}
     worker = {"template_id": 207, "label": None, "endpoint_id": 19392, "workergroup_id": 25355}
     days = {
         1: [
-            charge(1, "instance-12345678", Decimal("9.6543"), "Instance 12345678 Charges - 1 day", [
-                item(1, "gpu", Decimal("9.336"), "24.000 hours at $0.389/hour"),
-                item(1, "storage", Decimal("0.24"), "Storage: 50.0 GB for 24.000 hours"),
-                item(1, "bandwidth", Decimal("0.0783"), "Bandwidth: 0.87 GB down, 0.02 GB up"),
-            ], metadata=qwen),
+            answer.serving_instance(1),
             charge(1, "volume-555", "0.48", "Volume 555 Charges - 1 day", [], type="volume"),  # amount as a string
             charge(1, "instance-23456789", Decimal("1.5561"), "Instance 23456789 Charges - 1 day", [
                 item(1, "gpu", Decimal("1.556"), "4.000 hours at $0.389/hour", start=ts(1, 8), end=ts(1, 12)),

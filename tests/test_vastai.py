@@ -26,22 +26,12 @@ PERIOD = BillingPeriod("2025-06")
 ANSWER = VastaiCharges(PERIOD)
 ts, charge, item = ANSWER.ts, ANSWER.charge, ANSWER.item
 
-QWEN = {"template_id": 101, "label": "qwen-serving", "endpoint_id": None, "workergroup_id": None}
-CHARGES: dict[int, list[dict]] = {  # day of June → the contracts charged that day, as the API returns them
-    # an instance with GPU, storage and bandwidth items; a volume whose amount is a string; a serverless
-    # worker whose items leave $0.0001 unexplained (the conformance case's first day)
-    1: vastai_charges(PERIOD)[1],
-    2: [
-        charge(2, "instance-12345678", Decimal("9.6543"), "Instance 12345678 Charges - 1 day", [
-            item(2, "gpu", Decimal("9.336"), "24.000 hours at $0.389/hour"),
-            item(2, "storage", Decimal("0.24"), "Storage: 50.0 GB for 24.000 hours"),
-            item(2, "bandwidth", Decimal("0.0783"), "Bandwidth: 0.87 GB down, 0.02 GB up"),
-        ], metadata=QWEN),
-        charge(2, "instance-34567890", Decimal("2.625"), "Instance 34567890 Charges - 1 day", [
-            item(2, "gpu", Decimal("2.625"), "10.500 hours at $0.25/hour", start=ts(2, 13, 30), end=ts(3)),
-        ], start=ts(2, 13, 30), end=ts(5)),  # still running after the day: its window is clipped to the day
-    ],
-}  # fmt: skip
+# Day of June → the contracts charged that day, as the API returns them: the conformance case's two days
+# (an instance with GPU, storage and bandwidth items; a volume whose amount is a string; a serverless worker
+# whose items leave $0.0001 unexplained; an instance still running after day 2), and the first instance
+# charged again on day 2.
+CASE = vastai_charges(PERIOD)
+CHARGES: dict[int, list[dict]] = {1: CASE[1], 2: [ANSWER.serving_instance(2), *CASE[2]]}
 TOTAL = Decimal("23.9697")
 
 
